@@ -1,0 +1,127 @@
+# goro: build, test, demo, benchmarks and install.
+#
+#   make            libgoro.a and libgoro.so in build/
+#   make demo       builds and runs the main demo (installs what it needs)
+#   make test       builds and runs the whole test suite, including the
+#                   sanitizer builds (installs what it needs)
+#   make bench      runs the benchmark suite against Go, Boost.Context and threads
+#   make install    PREFIX=/usr/local by default
+#
+# BUILD=asan|ubsan|tsan selects a checking build in build-$(BUILD)/.
+
+CC      ?= cc
+BUILD   ?= release
+PREFIX  ?= /usr/local
+LIBDIR  ?= $(PREFIX)/lib
+INCDIR  ?= $(PREFIX)/include
+
+WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
+# -fstack-clash-protection makes every large frame probe its pages top-down,
+# so any frame that would jump over a guard touches it first.
+BASE    := -std=gnu11 -g -fPIC -fstack-clash-protection -fno-omit-frame-pointer $(WARN) -Iinclude -iquote src
+ifeq ($(BUILD),release)
+  OUT   := build
+  OPT   := -O2
+else ifeq ($(BUILD),asan)
+  OUT   := build-asan
+  OPT   := -O1 -fsanitize=address -fno-sanitize-recover=all -DGORO_ASAN
+else ifeq ($(BUILD),ubsan)
+  OUT   := build-ubsan
+  OPT   := -O1 -fsanitize=undefined -fno-sanitize-recover=all
+else ifeq ($(BUILD),tsan)
+  OUT   := build-tsan
+  OPT   := -O1 -fsanitize=thread -DGORO_TSAN
+else
+  $(error unknown BUILD=$(BUILD): use release, asan, ubsan or tsan)
+endif
+CFLAGS  ?=
+CFLAGS  += $(BASE) $(OPT) $(if $(WERROR),-Werror)
+LDFLAGS += $(filter -fsanitize=%,$(OPT))
+LIBS    := -lpthread
+
+LIB_SRC := src/goro.c src/sched.c src/stack.c src/chan.c src/sync.c src/fatal.c src/debug.c \
+           src/arch/context.c src/arch/context_x86_64.S
+LIB_OBJ := $(patsubst src/%,$(OUT)/obj/%.o,$(LIB_SRC))
+LIB_CFLAGS := -fvisibility=hidden -DGORO_NO_ERRNO_OVERRIDE
+
+TEST_SRC := $(wildcard tests/test_*.c)
+TEST_BIN := $(patsubst tests/%.c,$(OUT)/tests/%,$(TEST_SRC))
+# Test programs keep their symbols in the dynamic table so that backtraces
+# in fatal reports name test functions.
+TEST_LDFLAGS := -rdynamic
+
+.PHONY: all lib tests demo test test-release test-sanitizers bench install clean deps-test deps-demo check-symbols
+all: lib
+
+lib: $(OUT)/libgoro.a $(OUT)/libgoro.so $(OUT)/goro.pc
+
+$(OUT)/obj/%.c.o: src/%.c $(wildcard src/*.h src/arch/*.h) include/goro.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LIB_CFLAGS) -c $< -o $@
+
+$(OUT)/obj/%.S.o: src/%.S
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(OUT)/libgoro.a: $(LIB_OBJ)
+	ar rcs $@ $^
+
+$(OUT)/libgoro.so: $(LIB_OBJ)
+	$(CC) -shared -Wl,-soname,libgoro.so.0 $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(OUT)/goro.pc: goro.pc.in
+	@mkdir -p $(OUT)
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCDIR@|$(INCDIR)|' $< > $@
+
+$(OUT)/tests/%: tests/%.c tests/harness.h $(OUT)/libgoro.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(TEST_LDFLAGS) $(LDFLAGS) -o $@ $< $(OUT)/libgoro.a $(LIBS)
+
+tests: $(TEST_BIN)
+
+# Only goro_ symbols may leave the shared library.
+check-symbols: $(OUT)/libgoro.so
+	@bad=$$(nm -D --defined-only $< | awk '{print $$3}' | grep -v '^goro_' | grep -v '^_' ); \
+	if [ -n "$$bad" ]; then echo "exported non-goro symbols: $$bad"; exit 1; fi; \
+	if nm -D --defined-only $< | awk '{print $$3}' | grep -q '^goro__'; then \
+	  echo "internal goro__ symbols are exported"; exit 1; fi; \
+	echo "check-symbols: only goro_ symbols exported"
+
+deps-test:
+	@sh tools/install-deps.sh test
+
+deps-demo:
+	@sh tools/install-deps.sh demo
+
+test-release:
+	$(MAKE) BUILD=release WERROR=1 lib tests check-symbols
+	sh tests/run.sh build/tests
+
+test-sanitizers:
+	$(MAKE) BUILD=asan WERROR=1 tests
+	GORO_TEST_SANITIZER=asan sh tests/run.sh build-asan/tests
+	$(MAKE) BUILD=ubsan WERROR=1 tests
+	GORO_TEST_SANITIZER=ubsan sh tests/run.sh build-ubsan/tests
+
+test: deps-test
+	$(MAKE) test-release
+	$(MAKE) test-sanitizers
+
+demo: deps-demo
+	$(MAKE) BUILD=release lib build/examples/demo
+	./build/examples/demo
+
+build/examples/%: examples/%.c build/libgoro.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -rdynamic -o $@ $< build/libgoro.a $(LIBS) -lm
+
+install: lib
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCDIR) $(DESTDIR)$(LIBDIR)/pkgconfig
+	install -m 644 include/goro.h $(DESTDIR)$(INCDIR)/goro.h
+	install -m 644 $(OUT)/libgoro.a $(DESTDIR)$(LIBDIR)/libgoro.a
+	install -m 755 $(OUT)/libgoro.so $(DESTDIR)$(LIBDIR)/libgoro.so.0
+	ln -sf libgoro.so.0 $(DESTDIR)$(LIBDIR)/libgoro.so
+	install -m 644 $(OUT)/goro.pc $(DESTDIR)$(LIBDIR)/pkgconfig/goro.pc
+
+clean:
+	rm -rf build build-asan build-ubsan build-tsan

@@ -1,0 +1,286 @@
+/*
+ * goro.h: goroutines for C.
+ *
+ * A goroutine is a function running on its own stack, scheduled M:N onto a
+ * pool of OS threads. Each stack is a slot of reserved address space with a
+ * guard region below it: it starts with one committed page, grows by demand
+ * paging up to its maximum, never moves, and gives pages back when idle.
+ * Running past the maximum is a fatal error with a report, like Go's
+ * "fatal error: stack overflow".
+ *
+ * Errors: every function that can fail returns 0 (or a count, index or id)
+ * on success and a negative GORO_E* code on failure. goro_strerror() turns a
+ * code into a message. No function here aborts on bad input.
+ *
+ * Threads: goro_run() turns the calling thread into the first worker and
+ * returns when the main goroutine returns. Blocking calls (channel send and
+ * receive, select, sleep, mutex, wait group) park the calling goroutine, never
+ * its thread, and must be made from a goroutine; from any other thread they
+ * return GORO_ENOTGORO. The non-blocking calls work from any thread while the
+ * runtime runs.
+ */
+#ifndef GORO_H
+#define GORO_H
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define GORO_API __attribute__((visibility("default")))
+#else
+#define GORO_API
+#endif
+
+#define GORO_VERSION_MAJOR 0
+#define GORO_VERSION_MINOR 1
+
+/* ---- Errors ----------------------------------------------------------- */
+
+/* X(name, value, message). One table: codes and messages never disagree. */
+#define GORO_ERRORS(X)                                                        \
+  X(GORO_EINVAL, -1, "invalid argument")                                      \
+  X(GORO_ENOMEM, -2, "out of memory or stack address space")                  \
+  X(GORO_ECLOSED, -3, "channel is closed")                                    \
+  X(GORO_EAGAIN, -4, "operation would block")                                 \
+  X(GORO_ENOTGORO, -5, "blocking call made outside a goroutine")              \
+  X(GORO_ESTATE, -6, "goro runtime is not running (call goro_run first)")     \
+  X(GORO_ERANGE, -7, "value out of range")                                    \
+  X(GORO_EMAPLIMIT, -8,                                                       \
+    "guard pages would exceed vm.max_map_count; this kernel lacks "           \
+    "MADV_GUARD_INSTALL (Linux >= 6.13), so raise vm.max_map_count or "       \
+    "allow unguarded stacks")                                                 \
+  X(GORO_EBUSY, -9, "object is in use (goroutines are waiting on it)")        \
+  X(GORO_ETHREAD, -10, "failed to start an OS thread")
+
+enum {
+#define GORO_ERROR_ENUM(name, value, message) name = value,
+  GORO_ERRORS(GORO_ERROR_ENUM)
+#undef GORO_ERROR_ENUM
+};
+
+/* Returns a static message for a GORO_E* code ("unknown error" otherwise). */
+GORO_API const char *goro_strerror(int err);
+
+/* ---- Runtime ---------------------------------------------------------- */
+
+typedef void (*goro_fn)(void *arg);
+
+/*
+ * Starts the runtime, runs main_fn(arg) as the main goroutine and returns
+ * its return value once it returns. The calling thread becomes worker 0;
+ * GOROMAXPROCS (or goro_set_maxprocs) workers run in all. Goroutines still
+ * alive when main_fn returns are abandoned and their stacks released, as in
+ * Go. Returns GORO_EINVAL for a NULL main_fn and GORO_ESTATE when called
+ * while the runtime already runs. goro_run can be called again afterwards.
+ */
+GORO_API int goro_run(int (*main_fn)(void *arg), void *arg);
+
+/* Options for goro_spawn_with. Zero-initialize, then set what you need. */
+typedef struct goro_spawn_opts {
+  size_t size;       /* sizeof(goro_spawn_opts), for versioning; 0 means current */
+  size_t max_stack;  /* maximum stack in bytes; 0 means the global maximum */
+  size_t stack_hint; /* bytes of stack to commit up front; 0 means none */
+} goro_spawn_opts;
+
+/*
+ * Starts fn(arg) as a new goroutine. Returns its id (> 0) or GORO_EINVAL
+ * (NULL fn, bad options), GORO_ESTATE, GORO_ENOMEM or GORO_EMAPLIMIT.
+ */
+GORO_API int64_t goro_spawn(goro_fn fn, void *arg);
+GORO_API int64_t goro_spawn_with(goro_fn fn, void *arg, const goro_spawn_opts *opts);
+
+/* Ends the calling goroutine. Called outside a goroutine it returns GORO_ENOTGORO. */
+GORO_API int goro_exit(void);
+
+/* Lets other goroutines run. Returns 0, or GORO_ENOTGORO. */
+GORO_API int goro_yield(void);
+
+/* Parks the calling goroutine for at least ns nanoseconds. */
+GORO_API int goro_sleep(int64_t ns);
+
+/* Returns the calling goroutine's id, or 0 outside a goroutine. */
+GORO_API int64_t goro_id(void);
+
+/* Returns the index (0..maxprocs-1) of the worker running the caller, or -1. */
+GORO_API int goro_worker_index(void);
+
+/*
+ * Returns how many bytes of stack the calling goroutine can still use below
+ * the current frame before its limit, or 0 outside a goroutine. A recursive
+ * library can check it and stop before the fatal overflow.
+ */
+GORO_API size_t goro_stack_remaining(void);
+
+/* Stack bounds of the calling goroutine: [*lo, *hi) usable, guard below lo. */
+GORO_API int goro_stack_bounds(uintptr_t *lo, uintptr_t *hi);
+
+/* ---- Settings --------------------------------------------------------- */
+
+#define GORO_DEFAULT_MAX_STACK ((size_t)256 << 10)
+#define GORO_MIN_MAX_STACK ((size_t)16 << 10)
+#define GORO_MAX_MAX_STACK ((size_t)64 << 30)
+
+/*
+ * Sets the maximum stack for goroutines spawned later and returns the
+ * previous maximum, like Go's debug.SetMaxStack. A value outside
+ * [GORO_MIN_MAX_STACK, GORO_MAX_MAX_STACK] is rejected: the call returns 0
+ * (never a valid maximum) and the setting stays. Accepted values are rounded
+ * up to a multiple of the page size. goro_max_stack() reads the setting.
+ */
+GORO_API size_t goro_set_max_stack(size_t bytes);
+GORO_API size_t goro_max_stack(void);
+
+/* Sets the worker count for the next goro_run (1..1024); 0 restores the default. */
+GORO_API int goro_set_maxprocs(int n);
+
+/*
+ * Lets spawns continue without a guard page when guards cannot be installed
+ * (old kernel and vm.max_map_count reached). Off by default: such spawns
+ * fail with GORO_EMAPLIMIT. An unguarded stack that overflows corrupts its
+ * neighbour silently.
+ */
+GORO_API void goro_allow_unguarded(bool allow);
+
+/* ---- Channels --------------------------------------------------------- */
+
+typedef struct goro_chan goro_chan;
+
+/* Creates a channel of elem_size-byte elements with room for capacity
+ * buffered elements (0: unbuffered). elem_size may be 0 (signal channel). */
+GORO_API int goro_chan_make(goro_chan **out, size_t elem_size, size_t capacity);
+
+/* Frees a channel. Returns GORO_EBUSY and frees nothing while goroutines wait on it. */
+GORO_API int goro_chan_free(goro_chan *c);
+
+/* Sends *elem. Blocks until received or buffered. GORO_ECLOSED if closed
+ * (Go panics here). */
+GORO_API int goro_chan_send(goro_chan *c, const void *elem);
+
+/* Receives into *elem (which may be NULL to discard). Returns 0, or
+ * GORO_ECLOSED once the channel is closed and drained (elem is zeroed). */
+GORO_API int goro_chan_recv(goro_chan *c, void *elem);
+
+/* Non-blocking forms: GORO_EAGAIN where the blocking form would wait. */
+GORO_API int goro_chan_try_send(goro_chan *c, const void *elem);
+GORO_API int goro_chan_try_recv(goro_chan *c, void *elem);
+
+/* Closes c and wakes every waiter. GORO_ECLOSED if already closed. */
+GORO_API int goro_chan_close(goro_chan *c);
+
+/* Buffered element count and capacity (negative error for NULL). */
+GORO_API int64_t goro_chan_len(goro_chan *c);
+GORO_API int64_t goro_chan_cap(goro_chan *c);
+
+enum goro_select_op { GORO_SELECT_SEND = 1, GORO_SELECT_RECV = 2 };
+
+typedef struct goro_select_case {
+  goro_chan *chan; /* NULL: the case is never ready, like a nil channel in Go */
+  int op;          /* GORO_SELECT_SEND or GORO_SELECT_RECV */
+  void *elem;      /* value to send, or where to receive (may be NULL) */
+  int result;      /* out: 0, or GORO_ECLOSED when the chosen case found c closed */
+} goro_select_case;
+
+/*
+ * Waits until one case can proceed, performs it and returns its index.
+ * When several are ready, one is chosen uniformly at random. With
+ * nonblocking set, returns GORO_EAGAIN if none is ready (Go's default case).
+ * With no case ready and nothing that can become ready it blocks forever,
+ * like Go's empty select.
+ */
+GORO_API int goro_select(goro_select_case *cases, size_t ncases, bool nonblocking);
+
+/* ---- Sync ------------------------------------------------------------- */
+
+/* Fields are internal. A zero-filled object is unlocked / has count 0. */
+typedef struct goro_mutex {
+  uint32_t goro_lock_;
+  uint32_t goro_locked_;
+  void *goro_head_, *goro_tail_;
+} goro_mutex;
+#define GORO_MUTEX_INIT {0, 0, 0, 0}
+
+typedef struct goro_waitgroup {
+  uint32_t goro_lock_;
+  int64_t goro_count_;
+  void *goro_head_, *goro_tail_;
+} goro_waitgroup;
+#define GORO_WAITGROUP_INIT {0, 0, 0, 0}
+
+GORO_API int goro_mutex_lock(goro_mutex *m);
+GORO_API int goro_mutex_trylock(goro_mutex *m); /* GORO_EAGAIN when held */
+GORO_API int goro_mutex_unlock(goro_mutex *m);  /* GORO_EINVAL when not locked */
+
+/* Adds delta; GORO_ERANGE (and no change) if the count would go negative. */
+GORO_API int goro_wg_add(goro_waitgroup *wg, int64_t delta);
+GORO_API int goro_wg_done(goro_waitgroup *wg);
+GORO_API int goro_wg_wait(goro_waitgroup *wg);
+
+/* ---- Statistics ------------------------------------------------------- */
+
+/*
+ * Every field, once: X(type, name, comment). All byte counts are bytes.
+ * Stack memory is counted in pages as goro observes them: a goroutine's
+ * stack size is its committed span, from the lowest page known to be touched
+ * up to the slot top. goro learns the span from the stack pointer each time
+ * the goroutine parks and exactly (mincore) when the goroutine exits, so a
+ * deep excursion between two parks is counted at the next exit.
+ */
+#define GORO_MEMSTATS_FIELDS(X)                                                \
+  X(uint64_t, goroutines, "goroutines alive (spawned, not yet exited)")        \
+  X(uint64_t, spawned_total, "goroutines spawned since the process started")   \
+  X(uint64_t, stack_inuse, "bytes of committed stack spans of live goroutines")\
+  X(uint64_t, stack_cache, "bytes kept resident in cached free slots")         \
+  X(uint64_t, stack_meta, "bytes of goro's own stack bookkeeping")             \
+  X(uint64_t, stack_sys, "stack_inuse + stack_cache + stack_meta")             \
+  X(uint64_t, stack_reserved, "bytes of address space reserved for stacks")    \
+  X(uint64_t, slots_carved, "stack slots ever made (each with its guard)")     \
+  X(uint64_t, slots_cached, "free slots in the per-worker caches")             \
+  X(uint64_t, guards, "guard regions installed")                               \
+  X(uint64_t, guard_bytes, "address space covered by guards (no memory)")      \
+  X(uint64_t, unguarded_slots, "slots running without a guard (allowed)")      \
+  X(uint64_t, pages_committed, "stack pages observed newly committed, total")  \
+  X(uint64_t, pages_released, "stack pages given back to the OS, total")       \
+  X(uint64_t, stack_growths, "times a goroutine's observed span grew")         \
+  X(uint64_t, max_stack, "current global maximum stack, bytes")                \
+  X(uint64_t, maxprocs, "worker threads (Ps) of the running runtime")
+
+typedef struct goro_memstats {
+  uint32_t size;    /* set by the caller: sizeof(goro_memstats) */
+  uint32_t version; /* set by goro: GORO_MEMSTATS_VERSION */
+#define GORO_MEMSTATS_MEMBER(type, name, comment) type name;
+  GORO_MEMSTATS_FIELDS(GORO_MEMSTATS_MEMBER)
+#undef GORO_MEMSTATS_MEMBER
+} goro_memstats;
+#define GORO_MEMSTATS_VERSION 1
+
+/* Fills *out. Set out->size = sizeof *out first. O(workers), not O(goroutines). */
+GORO_API int goro_read_memstats(goro_memstats *out);
+
+/* ---- errno across goroutine migration ---------------------------------
+ *
+ * A goroutine can resume on another thread after any blocking goro call.
+ * goro saves errno when a goroutine parks and restores it on the thread that
+ * resumes it, so errno reads the goroutine's own value. glibc declares
+ * __errno_location() const, so a compiler may reuse errno's address from
+ * before a call to after it, which would then read the old thread's errno.
+ * To keep ordinary code correct, goro.h redefines errno to go through
+ * goro_errno_location(), which is not const. Define GORO_NO_ERRNO_OVERRIDE
+ * before including goro.h to keep glibc's macro; then do not read errno
+ * after a goro call that may park without calling __errno_location anew.
+ */
+GORO_API int *goro_errno_location(void);
+#ifndef GORO_NO_ERRNO_OVERRIDE
+#undef errno
+#define errno (*goro_errno_location())
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* GORO_H */

@@ -1,0 +1,161 @@
+/*
+ * sched.h: goroutines (G), OS threads (M) and processors (P).
+ *
+ * Each P owns a run queue, a slot cache and statistics; each worker thread
+ * (M) is bound to one P for the life of the runtime, so "idle P" and "idle
+ * M" are the same thing here. An M runs its scheduler loop on its own
+ * thread stack (g0) and switches to goroutines from there; a goroutine
+ * always switches back to g0, never directly to another goroutine, so the
+ * work that must happen after a goroutine's stack is no longer in use
+ * (releasing a channel lock, freeing the slot of an exited goroutine) runs
+ * on g0.
+ *
+ * Goroutine states, who owns the stack and which queue holds the G:
+ *   RUNNABLE  on exactly one run queue (a P's ring, its runnext, or the
+ *             global queue); nobody runs on the stack.
+ *   RUNNING   owned by the M in g->m; on no queue.
+ *   WAITING   parked; on the wait queue of what it waits for (a channel,
+ *             mutex, wait group or the timer heap) or on none (an empty
+ *             select). Only the waker may make it RUNNABLE.
+ *   DEAD      exited; its slot is back in a cache. Nothing refers to it.
+ * Legal moves: RUNNABLE -> RUNNING -> {RUNNABLE, WAITING, DEAD},
+ * WAITING -> RUNNABLE.
+ */
+#ifndef GORO_SCHED_H
+#define GORO_SCHED_H
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "arch/context.h"
+#include "goro.h"
+#include "lock.h"
+#include "stack.h"
+
+#define GORO__G_MAGIC 0x676f726f2d6721ULL /* "goro-g!" */
+#define GORO__RUNQ_SIZE 256
+#define GORO__MAX_PROCS 1024
+
+enum goro__gstate { GORO__G_RUNNABLE = 1, GORO__G_RUNNING, GORO__G_WAITING, GORO__G_DEAD };
+
+typedef struct goro__g {
+  goro__ctx ctx;             /* saved stack pointer while not running */
+  uint64_t magic;            /* GORO__G_MAGIC while the slot holds a live G */
+  int64_t id;
+  uint32_t state;            /* enum goro__gstate */
+  uint32_t select_done;      /* 0 until one select case claims the wakeup */
+  goro_fn fn;
+  void *arg;
+  struct goro__g *schedlink; /* global run queue and timer links */
+  struct goro__m *m;         /* the M running it (RUNNING only) */
+  void *param;               /* set by the waker: the sudog that fired */
+  int saved_errno;
+  int is_main;
+  goro__slot slot;
+  uintptr_t committed_lo;    /* lowest page known committed */
+  uint64_t growths;          /* times the observed span grew */
+  uintptr_t max_stack;       /* usable bytes: slot.top - slot.lo */
+  int64_t when;              /* wake time of a sleeping goroutine, ns */
+  int64_t timer_index;       /* position in the timer heap, -1 if none */
+} goro__g;
+
+enum goro__after { GORO__AFTER_NONE, GORO__AFTER_PARK, GORO__AFTER_YIELD, GORO__AFTER_EXIT };
+
+/* Per-P counters. Signed because a goroutine can exit on another P than the
+ * one it was spawned on; only the sum over all Ps is meaningful. */
+typedef struct goro__pstats {
+  int64_t goroutines;
+  int64_t stack_inuse;
+  int64_t stack_cache;
+  int64_t slots_cached;
+  uint64_t spawned;
+  uint64_t pages_committed;
+  uint64_t pages_released;
+  uint64_t growths;
+} goro__pstats;
+
+typedef struct goro__cached_slot {
+  goro__slot slot;
+} goro__cached_slot;
+
+typedef struct goro__p {
+  int id;
+  uint32_t runq_head;        /* consumers advance it with CAS */
+  uint32_t runq_tail;        /* written only by the owner */
+  goro__g *runnext;          /* runs next: the goroutine just readied */
+  goro__g *runq[GORO__RUNQ_SIZE];
+  goro__spinlock cache_lock; /* the cache is touched by its owner and by goro_read_memstats */
+  int cache_count;
+  goro__cached_slot cache[GORO__CACHE_SLOTS];
+  goro__pstats stats;        /* updated by the owner with relaxed atomics */
+} goro__p;
+
+typedef struct goro__m {
+  goro__ctx g0;              /* the scheduler loop's context */
+  goro__g *curg;
+  goro__p *p;
+  int index;
+  pthread_t thread;
+  uint32_t sleeping;         /* futex word: 1 while parked in the idle list */
+  bool spinning;
+  struct goro__m *idle_next;
+  enum goro__after after;    /* what g0 does once the goroutine has switched out */
+  void (*after_fn)(goro__g *g, void *arg);
+  void *after_arg;
+  uint64_t rand_state;
+  void *altstack;
+  size_t altstack_size;
+} goro__m;
+
+/* Returns the M of the calling thread, or NULL. Never cached across a park:
+ * a goroutine may resume on another thread. */
+goro__m *goro__getm(void);
+goro__g *goro__getg(void);
+goro__p *goro__getp(void);
+
+/* Parks the running goroutine. After its context is saved, g0 calls
+ * unlock(g, arg), which typically releases the lock that made the park
+ * visible to wakers. Must be called from a goroutine. */
+void goro__park(void (*unlock)(goro__g *g, void *arg), void *arg);
+
+/* Makes a WAITING goroutine RUNNABLE. Any thread may call it. */
+void goro__ready(goro__g *g);
+
+/* Stack accounting: called with the sp a goroutine parks at. */
+void goro__account_sp(goro__g *g, uintptr_t sp);
+
+uint64_t goro__fastrand(void);
+
+extern int goro__nprocs;
+extern goro__p *goro__allp;
+extern bool goro__running;
+
+/* Counters for work done on threads without a P (foreign spawns). */
+extern goro__pstats goro__global_stats;
+
+#define GORO__STAT_ADD(p, field, delta)                                             \
+  __atomic_fetch_add(&((p) ? &(p)->stats : &goro__global_stats)->field, (delta), \
+                     __ATOMIC_RELAXED)
+
+/* debug.c */
+typedef struct goro__debug {
+  int guard_mprotect; /* GORODEBUG=guardmode=mprotect: use the old-kernel path */
+  int guard_budget;   /* GORODEBUG=guardbudget=N: cap mprotect guards (tests) */
+} goro__debug;
+extern goro__debug goro__dbg;
+void goro__debug_init(void);
+
+/* fatal.c */
+int goro__fatal_init(void);
+void goro__fatal_fini(void);
+int goro__fatal_thread_init(goro__m *m);
+void goro__fatal_thread_fini(goro__m *m);
+void goro__throw(const char *msg) __attribute__((noreturn));
+
+/* settings shared by goro.c and stack.c */
+extern size_t goro__max_stack;
+extern bool goro__unguarded_ok;
+
+#endif

@@ -1,0 +1,404 @@
+/*
+ * stack.c: the stack arena, slot carving, guards and the slot caches.
+ *
+ * Invariants:
+ * - A slot index of class c is carved once and never returned to the OS
+ *   until goro__stack_fini unmaps the arena; its guard stays installed
+ *   (MADV_DONTNEED leaves guard markers in place).
+ * - A slot on a class free list has no resident stack pages.
+ * - A slot in a P's cache has resident pages only in [resident_lo, top),
+ *   and top - resident_lo <= GORO__CACHE_KEEP.
+ * - A slot is freed only from g0 (scheduler context), never by the
+ *   goroutine running on it.
+ */
+#define _GNU_SOURCE
+#include "stack.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "sched.h"
+
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102
+#endif
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+/* Slots carved per batch: enough to amortize the guard system calls,
+ * bounded so that a large class does not reserve more than it needs. */
+#define CARVE_BATCH_BYTES ((uintptr_t)64 << 20)
+#define CARVE_BATCH_MAX 512
+
+enum guard_mode { GUARD_MADVISE, GUARD_MPROTECT };
+
+typedef struct stack_class {
+  goro__spinlock lock;
+  uintptr_t region;     /* base of this class's region */
+  uintptr_t slot_size;  /* guard + usable */
+  uint64_t capacity;    /* slots that fit in the region */
+  uint64_t carved;      /* slots [0, carved) exist */
+  uint64_t guarded_upto; /* slots [0, guarded_upto) have a guard */
+  uint32_t *free;       /* indices of released slots */
+  uint64_t free_count, free_cap;
+} stack_class;
+
+static struct {
+  uintptr_t base;
+  uintptr_t size;
+  uintptr_t region_size;
+  enum guard_mode mode;
+  int pidfd;            /* for batched process_madvise, or -1 */
+  int64_t guard_budget; /* mprotect mode: guards still allowed */
+  uint64_t guards;
+  uint64_t unguarded;
+  stack_class classes[GORO__NUM_CLASSES];
+} arena;
+
+static uintptr_t page_floor(uintptr_t a) { return a & ~(GORO__PAGE_SIZE - 1); }
+
+int goro__stack_class_for(size_t bytes) {
+  for (int c = 0; c < GORO__NUM_CLASSES; c++)
+    if (bytes <= ((size_t)1 << (GORO__MIN_CLASS_SHIFT + c)))
+      return c;
+  return -1;
+}
+
+size_t goro__stack_class_size(int cls) { return (size_t)1 << (GORO__MIN_CLASS_SHIFT + cls); }
+
+/* Counts the lines of /proc/self/maps: the process's memory mappings. */
+static long count_maps(void) {
+  FILE *f = fopen("/proc/self/maps", "r");
+  long lines = 0;
+  int ch;
+
+  if (!f)
+    return -1;
+  while ((ch = getc(f)) != EOF)
+    if (ch == '\n')
+      lines++;
+  fclose(f);
+  return lines;
+}
+
+static long read_max_map_count(void) {
+  FILE *f = fopen("/proc/sys/vm/max_map_count", "r");
+  long value = 65530; /* the kernel's default */
+
+  if (f) {
+    if (fscanf(f, "%ld", &value) != 1)
+      value = 65530;
+    fclose(f);
+  }
+  return value;
+}
+
+/* Chooses how guards are made. MADV_GUARD_INSTALL is tried on the first
+ * page of the arena's first region; an EINVAL means the kernel predates it. */
+static void choose_guard_mode(void) {
+  arena.mode = GUARD_MADVISE;
+  if (goro__dbg.guard_mprotect ||
+      madvise((void *)arena.base, GORO__PAGE_SIZE, MADV_GUARD_INSTALL) != 0)
+    arena.mode = GUARD_MPROTECT;
+
+  if (arena.mode == GUARD_MADVISE) {
+    /* The probe guard is the first page of class 0's first slot guard, so
+     * it is not wasted. Batches go through process_madvise when it works. */
+    arena.pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+    return;
+  }
+
+  /* Each mprotect guard splits the arena: one mapping for the guard and one
+   * for the stack above it. Keep a margin for the rest of the process. */
+  long limit = read_max_map_count();
+  long used = count_maps();
+  int64_t budget = (limit - (used < 0 ? 1000 : used) - 1000) / 2;
+  if (goro__dbg.guard_budget > 0 && goro__dbg.guard_budget < budget)
+    budget = goro__dbg.guard_budget;
+  arena.guard_budget = budget < 0 ? 0 : budget;
+  arena.pidfd = -1;
+}
+
+int goro__stack_init(void) {
+  /* Regions of 2 TiB reserve 46 TiB, which fits the 128 TiB x86-64 user
+   * address space; smaller regions are tried if a limit (ulimit -v) says no. */
+  memset(&arena, 0, sizeof arena);
+  for (uintptr_t region = (uintptr_t)2 << 40; region >= ((uintptr_t)1 << 30); region >>= 1) {
+    uintptr_t size = region * GORO__NUM_CLASSES;
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p != MAP_FAILED) {
+      arena.base = (uintptr_t)p;
+      arena.size = size;
+      arena.region_size = region;
+      break;
+    }
+  }
+  if (!arena.base)
+    return GORO_ENOMEM;
+
+  /* With transparent huge pages one touch would commit 2 MiB of stack. */
+  madvise((void *)arena.base, arena.size, MADV_NOHUGEPAGE);
+
+  for (int c = 0; c < GORO__NUM_CLASSES; c++) {
+    stack_class *sc = &arena.classes[c];
+    sc->region = arena.base + (uintptr_t)c * arena.region_size;
+    sc->slot_size = GORO__GUARD_SIZE + goro__stack_class_size(c);
+    sc->capacity = arena.region_size / sc->slot_size;
+    if (sc->capacity > UINT32_MAX)
+      sc->capacity = UINT32_MAX;
+  }
+  choose_guard_mode();
+  return 0;
+}
+
+void goro__stack_fini(void) {
+  for (int c = 0; c < GORO__NUM_CLASSES; c++)
+    free(arena.classes[c].free);
+  if (arena.pidfd >= 0)
+    close(arena.pidfd);
+  if (arena.base)
+    munmap((void *)arena.base, arena.size);
+  memset(&arena, 0, sizeof arena);
+}
+
+/* Installs guards for slots [first, first + n) of a class. Returns how many
+ * slots got one; the rest (mprotect budget exhausted) got none. */
+static uint64_t install_guards(stack_class *sc, uint64_t first, uint64_t n) {
+  if (arena.mode == GUARD_MADVISE) {
+    struct iovec iov[CARVE_BATCH_MAX];
+
+    for (uint64_t i = 0; i < n; i++) {
+      iov[i].iov_base = (void *)(sc->region + (first + i) * sc->slot_size);
+      iov[i].iov_len = GORO__GUARD_SIZE;
+    }
+    if (arena.pidfd >= 0) {
+      ssize_t done = syscall(SYS_process_madvise, arena.pidfd, iov, (size_t)n,
+                             MADV_GUARD_INSTALL, 0);
+      if (done == (ssize_t)(n * GORO__GUARD_SIZE))
+        return n;
+    }
+    /* process_madvise unavailable or partial: one call per slot (installing
+     * a guard twice is harmless). */
+    for (uint64_t i = 0; i < n; i++)
+      if (madvise(iov[i].iov_base, GORO__GUARD_SIZE, MADV_GUARD_INSTALL) != 0)
+        return i;
+    return n;
+  }
+
+  uint64_t done = 0;
+  while (done < n && arena.guard_budget > 0) {
+    void *guard = (void *)(sc->region + (first + done) * sc->slot_size);
+    if (mprotect(guard, GORO__GUARD_SIZE, PROT_NONE) != 0)
+      break;
+    arena.guard_budget--;
+    done++;
+  }
+  return done;
+}
+
+/* Carves a batch of new slots onto the class free list. Caller holds sc->lock. */
+static int carve_batch(stack_class *sc) {
+  uint64_t n = CARVE_BATCH_BYTES / sc->slot_size;
+
+  if (n < 1)
+    n = 1;
+  if (n > CARVE_BATCH_MAX)
+    n = CARVE_BATCH_MAX;
+  if (n > sc->capacity - sc->carved)
+    n = sc->capacity - sc->carved;
+  if (n == 0)
+    return GORO_ENOMEM;
+
+  /* Every carved slot can be free at once, so the list holds carved + n. */
+  if (sc->carved + n > sc->free_cap) {
+    uint64_t cap = sc->free_cap ? sc->free_cap * 2 : 1024;
+    while (cap < sc->carved + n)
+      cap *= 2;
+    uint32_t *grown = realloc(sc->free, cap * sizeof *grown);
+    if (!grown)
+      return GORO_ENOMEM;
+    sc->free = grown;
+    sc->free_cap = cap;
+  }
+
+  uint64_t guarded = install_guards(sc, sc->carved, n);
+  if (guarded < n && !goro__unguarded_ok) {
+    if (guarded == 0)
+      return arena.mode == GUARD_MPROTECT ? GORO_EMAPLIMIT : GORO_ENOMEM;
+    n = guarded;
+  }
+  if (sc->guarded_upto == sc->carved)
+    sc->guarded_upto += guarded;
+  __atomic_fetch_add(&arena.guards, guarded, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&arena.unguarded, n - guarded, __ATOMIC_RELAXED);
+
+  /* Push in reverse so that the lowest index is handed out first. */
+  for (uint64_t i = n; i-- > 0;)
+    sc->free[sc->free_count++] = (uint32_t)(sc->carved + i);
+  __atomic_store_n(&sc->carved, sc->carved + n, __ATOMIC_RELEASE);
+  return 0;
+}
+
+static void slot_from_index(int cls, uint64_t index, goro__slot *out) {
+  stack_class *sc = &arena.classes[cls];
+
+  out->base = sc->region + index * sc->slot_size;
+  out->lo = out->base + GORO__GUARD_SIZE;
+  out->top = out->base + sc->slot_size;
+  out->resident_lo = out->top;
+  out->cls = (uint32_t)cls;
+  out->guarded = index < sc->guarded_upto;
+}
+
+int goro__stack_alloc(goro__p *p, int cls, goro__slot *out) {
+  /* Warm slot from this worker's cache first: its top pages are resident. */
+  if (p) {
+    goro__spin_lock(&p->cache_lock);
+    for (int i = p->cache_count - 1; i >= 0; i--) {
+      if (p->cache[i].slot.cls != (uint32_t)cls)
+        continue;
+      *out = p->cache[i].slot;
+      p->cache[i] = p->cache[--p->cache_count];
+      goro__spin_unlock(&p->cache_lock);
+      GORO__STAT_ADD(p, stack_cache, -(int64_t)(out->top - out->resident_lo));
+      GORO__STAT_ADD(p, slots_cached, -1);
+      return 0;
+    }
+    goro__spin_unlock(&p->cache_lock);
+  }
+
+  stack_class *sc = &arena.classes[cls];
+  goro__spin_lock(&sc->lock);
+  if (sc->free_count == 0) {
+    int err = carve_batch(sc);
+    if (err) {
+      goro__spin_unlock(&sc->lock);
+      return err;
+    }
+  }
+  uint64_t index = sc->free[--sc->free_count];
+  goro__spin_unlock(&sc->lock);
+
+  slot_from_index(cls, index, out);
+  return 0;
+}
+
+uint64_t goro__stack_resident_pages(uintptr_t lo, uintptr_t hi, uintptr_t *lowest) {
+  unsigned char vec[1024];
+  uint64_t resident = 0;
+
+  *lowest = hi;
+  for (uintptr_t at = lo; at < hi;) {
+    uintptr_t chunk = (hi - at) / GORO__PAGE_SIZE;
+    if (chunk > sizeof vec)
+      chunk = sizeof vec;
+    if (mincore((void *)at, chunk * GORO__PAGE_SIZE, vec) != 0)
+      return resident; /* cannot happen for arena addresses */
+    for (uintptr_t i = 0; i < chunk; i++) {
+      if (!(vec[i] & 1))
+        continue;
+      resident++;
+      if (at + i * GORO__PAGE_SIZE < *lowest)
+        *lowest = at + i * GORO__PAGE_SIZE;
+    }
+    at += chunk * GORO__PAGE_SIZE;
+  }
+  return resident;
+}
+
+/* Releases every resident page of [lo, hi) and returns how many there were. */
+static uint64_t release_range(uintptr_t lo, uintptr_t hi) {
+  uintptr_t lowest;
+  uint64_t pages = goro__stack_resident_pages(lo, hi, &lowest);
+
+  if (pages)
+    madvise((void *)lowest, hi - lowest, MADV_DONTNEED);
+  return pages;
+}
+
+void goro__stack_free(goro__p *p, goro__slot *slot) {
+  uintptr_t keep_lo = slot->top - GORO__CACHE_KEEP;
+
+  /* Keep the slot warm in this worker's cache, trimmed to CACHE_KEEP. */
+  if (p && p->cache_count < GORO__CACHE_SLOTS) {
+    if (slot->resident_lo < keep_lo) {
+      uint64_t released = release_range(slot->lo, keep_lo);
+      GORO__STAT_ADD(p, pages_released, released);
+      slot->resident_lo = keep_lo;
+    }
+    goro__spin_lock(&p->cache_lock);
+    if (p->cache_count < GORO__CACHE_SLOTS) {
+      p->cache[p->cache_count++].slot = *slot;
+      goro__spin_unlock(&p->cache_lock);
+      GORO__STAT_ADD(p, stack_cache, (int64_t)(slot->top - slot->resident_lo));
+      GORO__STAT_ADD(p, slots_cached, 1);
+      return;
+    }
+    goro__spin_unlock(&p->cache_lock);
+  }
+
+  GORO__STAT_ADD(p, pages_released, release_range(slot->lo, slot->top));
+
+  stack_class *sc = &arena.classes[slot->cls];
+  uint64_t index = (slot->base - sc->region) / sc->slot_size;
+  goro__spin_lock(&sc->lock);
+  /* free_cap >= carved always holds, so this store is in bounds. */
+  sc->free[sc->free_count++] = (uint32_t)index;
+  goro__spin_unlock(&sc->lock);
+}
+
+uintptr_t goro__stack_commit(goro__slot *slot, size_t bytes) {
+  uintptr_t want = bytes >= slot->top - slot->lo ? slot->lo : page_floor(slot->top - bytes);
+
+  if (want < slot->resident_lo) {
+    /* MADV_POPULATE_WRITE (Linux 5.14) faults the pages in one call; on an
+     * older kernel touching each page does the same, slower. */
+    if (madvise((void *)want, slot->resident_lo - want, MADV_POPULATE_WRITE) != 0)
+      for (uintptr_t a = want; a < slot->resident_lo; a += GORO__PAGE_SIZE)
+        *(volatile char *)a = 0;
+    slot->resident_lo = want;
+  }
+  return slot->resident_lo;
+}
+
+bool goro__stack_in_arena(uintptr_t addr) {
+  return arena.base && addr >= arena.base && addr < arena.base + arena.size;
+}
+
+bool goro__stack_guard_lookup(uintptr_t addr, goro__guard_hit *hit) {
+  if (!goro__stack_in_arena(addr))
+    return false;
+
+  uintptr_t cls = (addr - arena.base) / arena.region_size;
+  stack_class *sc = &arena.classes[cls];
+  uint64_t index = (addr - sc->region) / sc->slot_size;
+  if (index >= __atomic_load_n(&sc->carved, __ATOMIC_ACQUIRE))
+    return false;
+
+  hit->slot_base = sc->region + index * sc->slot_size;
+  hit->lo = hit->slot_base + GORO__GUARD_SIZE;
+  hit->top = hit->slot_base + sc->slot_size;
+  hit->cls = (uint32_t)cls;
+  return addr < hit->lo;
+}
+
+void goro__stack_read_stats(uint64_t *reserved, uint64_t *carved, uint64_t *guards,
+                            uint64_t *unguarded, uint64_t *meta) {
+  *reserved = arena.size;
+  *carved = 0;
+  *meta = sizeof arena;
+  for (int c = 0; c < GORO__NUM_CLASSES; c++) {
+    *carved += __atomic_load_n(&arena.classes[c].carved, __ATOMIC_RELAXED);
+    *meta += __atomic_load_n(&arena.classes[c].free_cap, __ATOMIC_RELAXED) * sizeof(uint32_t);
+  }
+  *guards = __atomic_load_n(&arena.guards, __ATOMIC_RELAXED);
+  *unguarded = __atomic_load_n(&arena.unguarded, __ATOMIC_RELAXED);
+}

@@ -1,0 +1,82 @@
+/*
+ * stack.h: goroutine stacks in one reserved arena.
+ *
+ * The arena is one MAP_NORESERVE reservation split into a region per size
+ * class. Class c holds slots whose usable stack is 16 KiB << c; each slot is
+ * a guard region followed by the usable stack:
+ *
+ *   slot base                                                   slot top
+ *   | guard (GORO__GUARD_SIZE) | usable stack, grows down <--- | g header |
+ *                              ^ stack lo                  descriptor ^
+ *
+ * The goroutine descriptor (struct goro__g) lives in the top bytes of the
+ * slot, so a parked goroutine costs its resident stack pages and nothing
+ * else. Pages are committed by the kernel on first touch (demand paging)
+ * and given back with madvise; the slot itself never moves.
+ *
+ * Guards are installed once per slot when slots are carved, in batches,
+ * with MADV_GUARD_INSTALL (no extra memory mapping), or with mprotect on
+ * kernels without it, within a budget of vm.max_map_count.
+ *
+ * Entry points: goro__stack_init/fini (arena), goro__stack_alloc/free
+ * (slots), goro__stack_observe_sp (growth accounting at park),
+ * goro__stack_guard_lookup (async-signal-safe, for the fault handler).
+ */
+#ifndef GORO_STACK_H
+#define GORO_STACK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define GORO__PAGE_SIZE ((uintptr_t)4096)
+#define GORO__GUARD_SIZE ((uintptr_t)32 << 10)
+#define GORO__MIN_CLASS_SHIFT 14 /* 16 KiB */
+#define GORO__NUM_CLASSES 23     /* 16 KiB .. 64 GiB */
+#define GORO__CACHE_SLOTS 32     /* free slots kept warm per worker */
+#define GORO__CACHE_KEEP ((uintptr_t)64 << 10) /* bytes kept resident per cached slot */
+
+struct goro__p;
+
+/* A slot handed out by goro__stack_alloc. */
+typedef struct goro__slot {
+  uintptr_t base;         /* lowest address: the guard starts here */
+  uintptr_t lo;           /* lowest usable stack address (guard end) */
+  uintptr_t top;          /* one past the highest usable address */
+  uintptr_t resident_lo;  /* pages in [resident_lo, top) may be resident */
+  uint32_t cls;
+  bool guarded;
+} goro__slot;
+
+/* What the fault handler learns about an address in the arena. */
+typedef struct goro__guard_hit {
+  uintptr_t slot_base, lo, top;
+  uint32_t cls;
+} goro__guard_hit;
+
+int goro__stack_init(void);
+void goro__stack_fini(void);
+
+/* Smallest class whose usable size is >= bytes, or -1 when none is. */
+int goro__stack_class_for(size_t bytes);
+size_t goro__stack_class_size(int cls);
+
+int goro__stack_alloc(struct goro__p *p, int cls, goro__slot *out);
+void goro__stack_free(struct goro__p *p, goro__slot *slot);
+
+/* Commits [top - bytes, top) now; returns the new resident_lo. */
+uintptr_t goro__stack_commit(goro__slot *slot, size_t bytes);
+
+/* Counts resident pages in [lo, hi) exactly (mincore). */
+uint64_t goro__stack_resident_pages(uintptr_t lo, uintptr_t hi, uintptr_t *lowest);
+
+/* Async-signal-safe: true when addr lies in a slot's guard region. */
+bool goro__stack_guard_lookup(uintptr_t addr, goro__guard_hit *hit);
+
+/* Async-signal-safe: true when addr lies anywhere in the arena. */
+bool goro__stack_in_arena(uintptr_t addr);
+
+void goro__stack_read_stats(uint64_t *reserved, uint64_t *carved, uint64_t *guards,
+                            uint64_t *unguarded, uint64_t *meta);
+
+#endif
