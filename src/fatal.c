@@ -89,6 +89,17 @@ static void flush(report *r) {
   r->len = 0;
 }
 
+static uintptr_t context_pc(void *uctx) {
+#if defined(__x86_64__)
+  return (uintptr_t)((ucontext_t *)uctx)->uc_mcontext.gregs[REG_RIP];
+#elif defined(__aarch64__)
+  return (uintptr_t)((ucontext_t *)uctx)->uc_mcontext.pc;
+#else
+  (void)uctx;
+  return 0;
+#endif
+}
+
 static uintptr_t context_sp(void *uctx) {
 #if defined(__x86_64__)
   return (uintptr_t)((ucontext_t *)uctx)->uc_mcontext.gregs[REG_RSP];
@@ -100,11 +111,21 @@ static uintptr_t context_sp(void *uctx) {
 #endif
 }
 
-static void print_backtrace(void) {
+/* Prints the calling thread's backtrace from the frame whose pc is
+ * start_pc (the faulting instruction), or whole if start_pc is 0 or absent:
+ * the handler's own frames say nothing about the fault. */
+static void print_backtrace(uintptr_t start_pc) {
   void *frames[MAX_FRAMES];
   int n = backtrace(frames, MAX_FRAMES);
+  int first = 0;
 
-  backtrace_symbols_fd(frames, n, STDERR_FILENO);
+  for (int i = 0; start_pc && i < n; i++) {
+    if ((uintptr_t)frames[i] == start_pc) {
+      first = i;
+      break;
+    }
+  }
+  backtrace_symbols_fd(frames + first, n - first, STDERR_FILENO);
   if (n == MAX_FRAMES) {
     report r = {.len = 0};
     put_str(&r, "...additional frames elided...\n");
@@ -112,7 +133,7 @@ static void print_backtrace(void) {
   }
 }
 
-static void report_overflow(uintptr_t addr, uintptr_t sp, const goro__guard_hit *hit) {
+static void report_overflow(uintptr_t addr, void *uctx, const goro__guard_hit *hit) {
   /* The descriptor sits at the slot top; trust it only if its magic says a
    * live goroutine owns the slot. */
   goro__g *g = (goro__g *)((hit->top - sizeof(goro__g)) & ~(uintptr_t)63);
@@ -126,7 +147,7 @@ static void report_overflow(uintptr_t addr, uintptr_t sp, const goro__guard_hit 
   put_str(&r, "-byte limit\ngoro: fault addr=");
   put_hex(&r, addr);
   put_str(&r, " sp=");
-  put_hex(&r, sp);
+  put_hex(&r, context_sp(uctx));
   put_str(&r, " stack=[");
   put_hex(&r, hit->lo);
   put_str(&r, ", ");
@@ -136,7 +157,7 @@ static void report_overflow(uintptr_t addr, uintptr_t sp, const goro__guard_hit 
   put_str(&r, " [running]:\n");
   flush(&r);
 
-  print_backtrace();
+  print_backtrace(context_pc(uctx));
   _exit(2);
 }
 
@@ -161,7 +182,7 @@ static void on_fault(int sig, siginfo_t *info, void *uctx) {
   goro__guard_hit hit;
 
   if (goro__stack_guard_lookup(addr, &hit))
-    report_overflow(addr, context_sp(uctx), &hit);
+    report_overflow(addr, uctx, &hit);
   forward(sig, info, uctx);
 }
 
@@ -206,7 +227,7 @@ int goro__fatal_thread_init(goro__m *m) {
   ss.ss_sp = m->altstack;
   ss.ss_size = ALTSTACK_SIZE;
   ss.ss_flags = 0;
-  if (sigaltstack(&ss, NULL) != 0) {
+  if (sigaltstack(&ss, &m->previous_altstack) != 0) {
     munmap(m->altstack, ALTSTACK_SIZE);
     m->altstack = NULL;
     return GORO_ENOMEM;
@@ -215,11 +236,11 @@ int goro__fatal_thread_init(goro__m *m) {
 }
 
 void goro__fatal_thread_fini(goro__m *m) {
-  stack_t ss = {.ss_sp = NULL, .ss_flags = SS_DISABLE, .ss_size = 0};
-
   if (!m->altstack)
     return;
-  sigaltstack(&ss, NULL);
+  if (m->previous_altstack.ss_flags & SS_ONSTACK)
+    m->previous_altstack.ss_flags &= ~SS_ONSTACK;
+  sigaltstack(&m->previous_altstack, NULL);
   munmap(m->altstack, m->altstack_size);
   m->altstack = NULL;
 }
@@ -231,6 +252,6 @@ void goro__throw(const char *msg) {
   put_str(&r, msg);
   put_str(&r, "\n\n");
   flush(&r);
-  print_backtrace();
+  print_backtrace(0);
   _exit(2);
 }

@@ -395,6 +395,15 @@ static void *sysmon_main(void *arg) {
     if (__atomic_load_n(&sched.next_when, __ATOMIC_ACQUIRE) <= now)
       run_timers(now);
 
+    /* Give back warm stack memory above the bound, an eighth of the excess
+     * per tick, so that a burst's slots are reused if another burst comes
+     * and released within about a second if not. */
+    uint64_t warm = goro__stack_warm_bytes();
+    if (warm > GORO__WARM_BOUND) {
+      uint64_t excess = warm - GORO__WARM_BOUND;
+      goro__stack_scavenge(GORO__WARM_BOUND, excess / 8 > (2 << 20) ? excess / 8 : (2 << 20));
+    }
+
     int64_t wait = __atomic_load_n(&sched.next_when, __ATOMIC_ACQUIRE) - goro__nanotime();
     if (wait > 20 * 1000 * 1000)
       wait = 20 * 1000 * 1000;
@@ -524,25 +533,17 @@ void goro__account_sp(goro__g *g, uintptr_t sp) {
 }
 
 /* Frees an exited goroutine's slot. Runs on g0: the slot holds both the
- * goroutine's stack and its descriptor, and g0 is on neither. */
+ * goroutine's stack and its descriptor, and g0 is on neither. No system
+ * call: the slot keeps its pages until it is reused or scavenged. */
 static void destroy_g(goro__p *p, goro__g *g) {
   goro__slot slot = g->slot;
-  uintptr_t lowest;
 
-  /* The exact resident span catches growth that happened between parks. */
-  goro__stack_resident_pages(slot.lo, slot.top, &lowest);
-  if (lowest < g->committed_lo) {
-    GORO__STAT_ADD(p, stack_inuse, (int64_t)(g->committed_lo - lowest));
-    GORO__STAT_ADD(p, pages_committed, (g->committed_lo - lowest) / GORO__PAGE_SIZE);
-    GORO__STAT_ADD(p, growths, 1);
-    g->committed_lo = lowest;
-  }
   GORO__STAT_ADD(p, stack_inuse, -(int64_t)(slot.top - g->committed_lo));
   GORO__STAT_ADD(p, goroutines, -1);
 
   g->magic = 0;
   g->state = GORO__G_DEAD;
-  slot.resident_lo = lowest;
+  slot.resident_lo = g->committed_lo;
   goro__stack_free(p, &slot);
 }
 

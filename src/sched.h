@@ -107,6 +107,7 @@ typedef struct goro__m {
   uint64_t rand_state;
   void *altstack;
   size_t altstack_size;
+  stack_t previous_altstack; /* restored when the thread leaves goro_run */
 } goro__m;
 
 /* Returns the M of the calling thread, or NULL. Never cached across a park:

@@ -6,8 +6,14 @@
  *   until goro__stack_fini unmaps the arena; its guard stays installed
  *   (MADV_DONTNEED leaves guard markers in place).
  * - A slot on a class free list has no resident stack pages.
- * - A slot in a P's cache has resident pages only in [resident_lo, top),
- *   and top - resident_lo <= GORO__CACHE_KEEP.
+ * - A slot in a P's cache or on a class warm list has resident pages in
+ *   [resident_lo, top) as far as goro observed; in a P's cache
+ *   top - resident_lo <= GORO__CACHE_KEEP.
+ * - Freeing a slot makes no system call. Releasing pages costs a TLB
+ *   shootdown on every CPU the process runs on (1.5 us a call measured on
+ *   a 2-vCPU VM), so the monitor thread releases warm slots in batches of
+ *   up to 512 ranges per process_madvise call, once the warm lists hold
+ *   more than GORO__WARM_BOUND bytes.
  * - A slot is freed only from g0 (scheduler context), never by the
  *   goroutine running on it.
  */
@@ -39,6 +45,11 @@
 
 enum guard_mode { GUARD_MADVISE, GUARD_MPROTECT };
 
+typedef struct warm_slot {
+  uint32_t index;
+  uint32_t span_pages;  /* pages of [resident_lo, top) */
+} warm_slot;
+
 typedef struct stack_class {
   goro__spinlock lock;
   uintptr_t region;     /* base of this class's region */
@@ -48,6 +59,8 @@ typedef struct stack_class {
   uint64_t guarded_upto; /* slots [0, guarded_upto) have a guard */
   uint32_t *free;       /* indices of released slots */
   uint64_t free_count, free_cap;
+  warm_slot *warm;      /* freed slots whose top pages are still resident */
+  uint64_t warm_count;  /* the warm array has free_cap entries too */
 } stack_class;
 
 static struct {
@@ -59,6 +72,7 @@ static struct {
   int64_t guard_budget; /* mprotect mode: guards still allowed */
   uint64_t guards;
   uint64_t unguarded;
+  uint64_t warm_bytes;  /* resident bytes on all warm lists */
   stack_class classes[GORO__NUM_CLASSES];
 } arena;
 
@@ -160,8 +174,10 @@ int goro__stack_init(void) {
 }
 
 void goro__stack_fini(void) {
-  for (int c = 0; c < GORO__NUM_CLASSES; c++)
+  for (int c = 0; c < GORO__NUM_CLASSES; c++) {
     free(arena.classes[c].free);
+    free(arena.classes[c].warm);
+  }
   if (arena.pidfd >= 0)
     close(arena.pidfd);
   if (arena.base)
@@ -226,6 +242,10 @@ static int carve_batch(stack_class *sc) {
     if (!grown)
       return GORO_ENOMEM;
     sc->free = grown;
+    warm_slot *warm = realloc(sc->warm, cap * sizeof *warm);
+    if (!warm)
+      return GORO_ENOMEM;
+    sc->warm = warm;
     sc->free_cap = cap;
   }
 
@@ -258,25 +278,45 @@ static void slot_from_index(int cls, uint64_t index, goro__slot *out) {
   out->guarded = index < sc->guarded_upto;
 }
 
-int goro__stack_alloc(goro__p *p, int cls, goro__slot *out) {
-  /* Warm slot from this worker's cache first: its top pages are resident. */
-  if (p) {
-    goro__spin_lock(&p->cache_lock);
-    for (int i = p->cache_count - 1; i >= 0; i--) {
-      if (p->cache[i].slot.cls != (uint32_t)cls)
-        continue;
-      *out = p->cache[i].slot;
-      p->cache[i] = p->cache[--p->cache_count];
-      goro__spin_unlock(&p->cache_lock);
-      GORO__STAT_ADD(p, stack_cache, -(int64_t)(out->top - out->resident_lo));
-      GORO__STAT_ADD(p, slots_cached, -1);
-      return 0;
-    }
-    goro__spin_unlock(&p->cache_lock);
+/* Takes a slot from p's cache, or returns false. */
+static bool cache_take(goro__p *p, int cls, goro__slot *out) {
+  bool found = false;
+
+  goro__spin_lock(&p->cache_lock);
+  for (int i = p->cache_count - 1; i >= 0; i--) {
+    if (p->cache[i].slot.cls != (uint32_t)cls)
+      continue;
+    *out = p->cache[i].slot;
+    p->cache[i] = p->cache[--p->cache_count];
+    found = true;
+    break;
   }
+  goro__spin_unlock(&p->cache_lock);
+  if (found) {
+    GORO__STAT_ADD(p, stack_cache, -(int64_t)(out->top - out->resident_lo));
+    GORO__STAT_ADD(p, slots_cached, -1);
+  }
+  return found;
+}
+
+int goro__stack_alloc(goro__p *p, int cls, goro__slot *out) {
+  /* Warmest first: this worker's cache, then the class warm list, then
+   * released slots, then new ones. */
+  if (p && cache_take(p, cls, out))
+    return 0;
 
   stack_class *sc = &arena.classes[cls];
   goro__spin_lock(&sc->lock);
+  if (sc->warm_count) {
+    warm_slot w = sc->warm[--sc->warm_count];
+    goro__spin_unlock(&sc->lock);
+    slot_from_index(cls, w.index, out);
+    out->resident_lo = out->top - (uintptr_t)w.span_pages * GORO__PAGE_SIZE;
+    __atomic_fetch_sub(&arena.warm_bytes, out->top - out->resident_lo, __ATOMIC_RELAXED);
+    GORO__STAT_ADD(p, stack_cache, -(int64_t)(out->top - out->resident_lo));
+    GORO__STAT_ADD(p, slots_cached, -1);
+    return 0;
+  }
   if (sc->free_count == 0) {
     int err = carve_batch(sc);
     if (err) {
@@ -314,46 +354,100 @@ uint64_t goro__stack_resident_pages(uintptr_t lo, uintptr_t hi, uintptr_t *lowes
   return resident;
 }
 
-/* Releases every resident page of [lo, hi) and returns how many there were. */
-static uint64_t release_range(uintptr_t lo, uintptr_t hi) {
-  uintptr_t lowest;
-  uint64_t pages = goro__stack_resident_pages(lo, hi, &lowest);
-
-  if (pages)
-    madvise((void *)lowest, hi - lowest, MADV_DONTNEED);
-  return pages;
-}
-
 void goro__stack_free(goro__p *p, goro__slot *slot) {
-  uintptr_t keep_lo = slot->top - GORO__CACHE_KEEP;
+  uintptr_t span = slot->top - slot->resident_lo;
 
-  /* Keep the slot warm in this worker's cache, trimmed to CACHE_KEEP. */
-  if (p && p->cache_count < GORO__CACHE_SLOTS) {
-    if (slot->resident_lo < keep_lo) {
-      uint64_t released = release_range(slot->lo, keep_lo);
-      GORO__STAT_ADD(p, pages_released, released);
-      slot->resident_lo = keep_lo;
-    }
+  GORO__STAT_ADD(p, stack_cache, (int64_t)span);
+  GORO__STAT_ADD(p, slots_cached, 1);
+
+  /* Shallow slots stay with this worker: the next spawn here reuses them
+   * without a lock. */
+  if (p && span <= GORO__CACHE_KEEP) {
     goro__spin_lock(&p->cache_lock);
     if (p->cache_count < GORO__CACHE_SLOTS) {
       p->cache[p->cache_count++].slot = *slot;
       goro__spin_unlock(&p->cache_lock);
-      GORO__STAT_ADD(p, stack_cache, (int64_t)(slot->top - slot->resident_lo));
-      GORO__STAT_ADD(p, slots_cached, 1);
       return;
     }
     goro__spin_unlock(&p->cache_lock);
   }
 
-  GORO__STAT_ADD(p, pages_released, release_range(slot->lo, slot->top));
-
   stack_class *sc = &arena.classes[slot->cls];
-  uint64_t index = (slot->base - sc->region) / sc->slot_size;
+  warm_slot w = {
+      .index = (uint32_t)((slot->base - sc->region) / sc->slot_size),
+      .span_pages = (uint32_t)(span / GORO__PAGE_SIZE),
+  };
   goro__spin_lock(&sc->lock);
-  /* free_cap >= carved always holds, so this store is in bounds. */
-  sc->free[sc->free_count++] = (uint32_t)index;
+  /* free_cap >= carved always holds (see carve_batch), so this is in bounds. */
+  sc->warm[sc->warm_count++] = w;
   goro__spin_unlock(&sc->lock);
+  __atomic_fetch_add(&arena.warm_bytes, span, __ATOMIC_RELAXED);
 }
+
+/* Releases the whole usable range of each slot in one system call when
+ * process_madvise takes MADV_DONTNEED, else one madvise per slot. */
+static void release_slots(stack_class *sc, const warm_slot *slots, size_t n) {
+  struct iovec iov[CARVE_BATCH_MAX];
+
+  for (size_t i = 0; i < n; i++) {
+    iov[i].iov_base = (void *)(sc->region + slots[i].index * sc->slot_size + GORO__GUARD_SIZE);
+    iov[i].iov_len = sc->slot_size - GORO__GUARD_SIZE;
+  }
+  if (arena.pidfd >= 0 &&
+      syscall(SYS_process_madvise, arena.pidfd, iov, n, MADV_DONTNEED, 0) ==
+          (ssize_t)(n * iov[0].iov_len))
+    return;
+  for (size_t i = 0; i < n; i++)
+    madvise(iov[i].iov_base, iov[i].iov_len, MADV_DONTNEED);
+}
+
+/* Moves up to CARVE_BATCH_MAX warm slots of a class to its free list,
+ * releasing their pages. Returns the bytes released. */
+static uint64_t release_warm_batch(stack_class *sc) {
+  warm_slot batch[CARVE_BATCH_MAX];
+  size_t n = 0;
+
+  goro__spin_lock(&sc->lock);
+  while (n < CARVE_BATCH_MAX && sc->warm_count)
+    batch[n++] = sc->warm[--sc->warm_count];
+  goro__spin_unlock(&sc->lock);
+  if (n == 0)
+    return 0;
+
+  release_slots(sc, batch, n);
+
+  uint64_t pages = 0;
+  for (size_t i = 0; i < n; i++)
+    pages += batch[i].span_pages;
+  goro__spin_lock(&sc->lock);
+  for (size_t i = 0; i < n; i++)
+    sc->free[sc->free_count++] = batch[i].index;
+  goro__spin_unlock(&sc->lock);
+
+  uint64_t bytes = pages * GORO__PAGE_SIZE;
+  __atomic_fetch_sub(&arena.warm_bytes, bytes, __ATOMIC_RELAXED);
+  GORO__STAT_ADD((goro__p *)NULL, stack_cache, -(int64_t)bytes);
+  GORO__STAT_ADD((goro__p *)NULL, slots_cached, -(int64_t)n);
+  GORO__STAT_ADD((goro__p *)NULL, pages_released, pages);
+  return bytes;
+}
+
+uint64_t goro__stack_scavenge(uint64_t bound, uint64_t max_bytes) {
+  uint64_t released = 0;
+
+  for (int c = 0; c < GORO__NUM_CLASSES && released < max_bytes; c++) {
+    stack_class *sc = &arena.classes[c];
+    while (__atomic_load_n(&arena.warm_bytes, __ATOMIC_RELAXED) > bound && released < max_bytes) {
+      uint64_t bytes = release_warm_batch(sc);
+      if (bytes == 0 && !__atomic_load_n(&sc->warm_count, __ATOMIC_RELAXED))
+        break;
+      released += bytes;
+    }
+  }
+  return released;
+}
+
+uint64_t goro__stack_warm_bytes(void) { return __atomic_load_n(&arena.warm_bytes, __ATOMIC_RELAXED); }
 
 uintptr_t goro__stack_commit(goro__slot *slot, size_t bytes) {
   uintptr_t want = bytes >= slot->top - slot->lo ? slot->lo : page_floor(slot->top - bytes);
@@ -397,7 +491,8 @@ void goro__stack_read_stats(uint64_t *reserved, uint64_t *carved, uint64_t *guar
   *meta = sizeof arena;
   for (int c = 0; c < GORO__NUM_CLASSES; c++) {
     *carved += __atomic_load_n(&arena.classes[c].carved, __ATOMIC_RELAXED);
-    *meta += __atomic_load_n(&arena.classes[c].free_cap, __ATOMIC_RELAXED) * sizeof(uint32_t);
+    *meta += __atomic_load_n(&arena.classes[c].free_cap, __ATOMIC_RELAXED) *
+             (sizeof(uint32_t) + sizeof(warm_slot));
   }
   *guards = __atomic_load_n(&arena.guards, __ATOMIC_RELAXED);
   *unguarded = __atomic_load_n(&arena.unguarded, __ATOMIC_RELAXED);

@@ -34,7 +34,8 @@
 #define GORO__MIN_CLASS_SHIFT 14 /* 16 KiB */
 #define GORO__NUM_CLASSES 23     /* 16 KiB .. 64 GiB */
 #define GORO__CACHE_SLOTS 32     /* free slots kept warm per worker */
-#define GORO__CACHE_KEEP ((uintptr_t)64 << 10) /* bytes kept resident per cached slot */
+#define GORO__CACHE_KEEP ((uintptr_t)64 << 10) /* max span of a slot in a P's cache */
+#define GORO__WARM_BOUND ((uint64_t)16 << 20)  /* warm-list bytes kept after scavenging */
 
 struct goro__p;
 
@@ -63,6 +64,11 @@ size_t goro__stack_class_size(int cls);
 
 int goro__stack_alloc(struct goro__p *p, int cls, goro__slot *out);
 void goro__stack_free(struct goro__p *p, goro__slot *slot);
+
+/* Releases warm slots, at most max_bytes, until the warm lists hold no
+ * more than bound bytes. Returns the bytes released. Any thread. */
+uint64_t goro__stack_scavenge(uint64_t bound, uint64_t max_bytes);
+uint64_t goro__stack_warm_bytes(void);
 
 /* Commits [top - bytes, top) now; returns the new resident_lo. */
 uintptr_t goro__stack_commit(goro__slot *slot, size_t bytes);
