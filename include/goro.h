@@ -147,6 +147,56 @@ GORO_API int goro_set_maxprocs(int n);
  */
 GORO_API void goro_allow_unguarded(bool allow);
 
+/* ---- Stack policy ----------------------------------------------------- */
+
+/*
+ * How stacks shrink and start. A shrink cycle visits parked goroutines; one
+ * whose used depth (at its saved stack pointer) is under a quarter of its
+ * committed span gives back the pages below half of the span, as Go halves
+ * a stack. Unlike Go, a stack that grew within its last hysteresis_cycles
+ * cycles is left alone, so alternating deep and shallow work costs one
+ * growth instead of one per cycle.
+ */
+typedef struct goro_stack_policy {
+  size_t size;              /* sizeof(goro_stack_policy) */
+  bool shrink;              /* shrink cycles give pages back (GORODEBUG gcshrinkstackoff=1 clears) */
+  bool madv_free;           /* release with MADV_FREE instead of MADV_DONTNEED */
+  bool adaptive_start;      /* new goroutines start at the average used stack */
+  uint32_t hysteresis;      /* cycles after a growth during which a stack is kept; 0 = Go's rule */
+  int64_t gc_period_ns;     /* automatic cycle period; 0 turns automatic cycles off */
+} goro_stack_policy;
+
+GORO_API int goro_get_stack_policy(goro_stack_policy *out);
+GORO_API int goro_set_stack_policy(const goro_stack_policy *policy);
+
+/*
+ * Runs one shrink cycle over every parked goroutine now, in batches, and
+ * returns the bytes of stack released (or a negative GORO_E* code).
+ */
+GORO_API int64_t goro_gc(void);
+
+/*
+ * Like Go's debug.FreeOSMemory: runs goro_gc, empties the stack caches and
+ * returns every free stack page to the OS. Returns the bytes released.
+ */
+GORO_API int64_t goro_free_os_memory(void);
+
+/* Stack facts of one goroutine, read without a walk over the others. */
+typedef struct goro_stack_info {
+  int64_t id;
+  size_t current;   /* committed span now, bytes */
+  size_t peak;      /* largest committed span seen, bytes */
+  size_t max;       /* limit: usable bytes of its slot */
+  uint64_t growths; /* times its span was seen to grow */
+  uint64_t shrinks; /* times a cycle gave pages of it back */
+} goro_stack_info;
+
+/* Fills *out for the calling goroutine (GORO_ENOTGORO outside one). */
+GORO_API int goro_stack_info_self(goro_stack_info *out);
+
+/* Writes the statistics to fd in Prometheus text exposition format. */
+GORO_API int goro_write_prometheus(int fd);
+
 /* ---- Channels --------------------------------------------------------- */
 
 typedef struct goro_chan goro_chan;
@@ -220,6 +270,22 @@ GORO_API int goro_mutex_unlock(goro_mutex *m);  /* GORO_EINVAL when not locked *
 GORO_API int goro_wg_add(goro_waitgroup *wg, int64_t delta);
 GORO_API int goro_wg_done(goro_waitgroup *wg);
 GORO_API int goro_wg_wait(goro_waitgroup *wg);
+
+/* ---- Object pool --------------------------------------------------------
+ *
+ * A per-worker cache of same-sized objects, like Go's sync.Pool: get and put
+ * take no lock in the common case. Objects come from malloc (16-byte
+ * aligned), so the caller may also free() one instead of putting it back.
+ * goro_gc drops the objects a pool holds, as Go's GC empties sync.Pool.
+ */
+typedef struct goro_pool goro_pool;
+
+GORO_API int goro_pool_make(goro_pool **out, size_t obj_size);
+/* Returns a cached object or a new one; NULL if pool is NULL or memory is out. */
+GORO_API void *goro_pool_get(goro_pool *pool);
+GORO_API int goro_pool_put(goro_pool *pool, void *obj);
+/* Frees the pool and the objects it caches (not the ones handed out). */
+GORO_API int goro_pool_free(goro_pool *pool);
 
 /* ---- Statistics ------------------------------------------------------- */
 
