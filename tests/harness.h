@@ -93,6 +93,14 @@ static inline void harness_register(const char *name, void (*fn)(void), int is_c
       FAIL("goro_run(%s) returned %d", #fn, run_rc_);                           \
   } while (0)
 
+/* Returns the checking build the suite runs under ("asan", "ubsan", "tsan")
+ * or NULL for the release build. Heavy tests scale their sizes down under a
+ * sanitizer, keeping every assertion. */
+static inline const char *harness_sanitizer(void) {
+  const char *s = getenv("GORO_TEST_SANITIZER");
+  return s && *s ? s : NULL;
+}
+
 typedef struct child_result {
   int exited;   /* 1 if the child exited normally */
   int status;   /* exit status, or signal number if !exited */
