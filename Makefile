@@ -50,7 +50,7 @@ TEST_BIN := $(patsubst tests/%.c,$(OUT)/tests/%,$(TEST_SRC))
 # in fatal reports name test functions.
 TEST_LDFLAGS := -rdynamic
 
-.PHONY: all lib tests demo test test-release test-sanitizers bench install clean deps-test deps-demo check-symbols
+.PHONY: all lib tests demo test test-release test-sanitizers bench install clean deps-test deps-demo deps-bench check-symbols
 all: lib
 
 lib: $(OUT)/libgoro.a $(OUT)/libgoro.so $(OUT)/goro.pc
@@ -93,14 +93,19 @@ deps-test:
 deps-demo:
 	@sh tools/install-deps.sh demo
 
+deps-bench:
+	@sh tools/install-deps.sh bench
+
+# -B rebuilds everything with -Werror even when an earlier plain `make` left
+# objects behind, so a warning can never hide in a stale object file.
 test-release:
-	$(MAKE) BUILD=release WERROR=1 lib tests check-symbols
+	$(MAKE) -B BUILD=release WERROR=1 lib tests check-symbols
 	sh tests/run.sh build/tests
 
 test-sanitizers:
-	$(MAKE) BUILD=asan WERROR=1 tests
+	$(MAKE) -B BUILD=asan WERROR=1 tests
 	GORO_TEST_SANITIZER=asan sh tests/run.sh build-asan/tests
-	$(MAKE) BUILD=ubsan WERROR=1 tests
+	$(MAKE) -B BUILD=ubsan WERROR=1 tests
 	GORO_TEST_SANITIZER=ubsan sh tests/run.sh build-ubsan/tests
 
 test: deps-test
