@@ -32,6 +32,7 @@
  */
 #define _GNU_SOURCE
 #include "sched.h"
+#include "sanitizer.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -249,8 +250,9 @@ static goro__g *globrunq_get(goro__p *p) {
 /* ---- Waking workers --------------------------------------------------- */
 
 static void wakep(void) {
-  __atomic_thread_fence(__ATOMIC_SEQ_CST);
-  if (__atomic_load_n(&sched.npidle, __ATOMIC_SEQ_CST) == 0)
+  /* A seq_cst read-modify-write orders the caller's publication of work
+   * before this read of npidle (a fence would too, but TSan cannot see one). */
+  if (__atomic_fetch_add(&sched.npidle, 0, __ATOMIC_SEQ_CST) == 0)
     return;
   uint32_t zero = 0;
   if (!__atomic_compare_exchange_n(&sched.nmspinning, &zero, 1, false, __ATOMIC_SEQ_CST,
@@ -489,16 +491,18 @@ static goro__g *find_runnable(goro__m *m) {
       goro__spin_unlock(&sched.lock);
       return g;
     }
+    /* Once on the idle list, m->spinning belongs to whoever wakes m, so
+     * read and clear it first. */
+    bool was_spinning = m->spinning;
+    m->spinning = false;
     __atomic_store_n(&m->sleeping, 1, __ATOMIC_RELAXED);
     m->idle_next = sched.idle;
     sched.idle = m;
     __atomic_fetch_add(&sched.npidle, 1, __ATOMIC_SEQ_CST);
     goro__spin_unlock(&sched.lock);
 
-    if (m->spinning) {
-      m->spinning = false;
+    if (was_spinning)
       __atomic_fetch_sub(&sched.nmspinning, 1, __ATOMIC_SEQ_CST);
-    }
     if (any_work() || __atomic_load_n(&sched.shutdown, __ATOMIC_SEQ_CST)) {
       goro__spin_lock(&sched.lock);
       if (__atomic_load_n(&m->sleeping, __ATOMIC_RELAXED)) {
@@ -543,6 +547,8 @@ static void destroy_g(goro__p *p, goro__g *g) {
 
   g->magic = 0;
   g->state = GORO__G_DEAD;
+  goro__san_fiber_destroy(g->san_fiber);
+  goro__san_forget_stack(slot.lo, slot.top - slot.lo);
   slot.resident_lo = g->committed_lo;
   goro__stack_free(p, &slot);
 }
@@ -554,7 +560,9 @@ static void execute(goro__m *m, goro__g *g) {
   m->after = GORO__AFTER_NONE;
   errno = g->saved_errno;
 
+  goro__san_before_switch(&m->san_fake_stack, g->slot.lo, g->slot.top - g->slot.lo, g->san_fiber);
   goro__ctx_switch(&m->g0, &g->ctx);
+  goro__san_after_switch(m->san_fake_stack);
 
   /* Back on g0 of this thread: the goroutine's registers are saved. */
   g->saved_errno = errno;
@@ -597,7 +605,11 @@ static void switch_to_g0(enum goro__after after, void (*fn)(goro__g *, void *), 
   m->after = after;
   m->after_fn = fn;
   m->after_arg = arg;
+  goro__san_before_switch(after == GORO__AFTER_EXIT ? NULL : &g->san_fake_stack, m->g0_lo,
+                          m->g0_size, m->san_fiber);
   goro__ctx_switch(&g->ctx, &m->g0);
+  /* Resumed, possibly on another thread: m is stale, g is not. */
+  goro__san_after_switch(g->san_fake_stack);
 }
 
 void goro__park(void (*unlock)(goro__g *g, void *arg), void *arg) {
@@ -612,6 +624,7 @@ static void __attribute__((noreturn)) exit_current(void) {
 static void goroutine_entry(void *arg) {
   goro__g *g = arg;
 
+  goro__san_after_switch(NULL);
   g->fn(g->arg);
   exit_current();
 }
@@ -646,6 +659,7 @@ static int64_t spawn(goro_fn fn, void *arg, size_t max_stack, size_t hint) {
   g->committed_lo = slot.resident_lo;
   g->max_stack = slot.top - slot.lo;
   g->timer_index = -1;
+  g->san_fiber = goro__san_fiber_create();
   goro__ctx_make(&g->ctx, (void *)(g_addr & ~(uintptr_t)15), goroutine_entry, g);
 
   GORO__STAT_ADD(p, goroutines, 1);
@@ -768,10 +782,27 @@ static void main_goroutine(void *arg) {
   wake_sysmon();
 }
 
+/* Records the calling thread's stack bounds and sanitizer fiber in m. */
+static void bind_thread(goro__m *m) {
+  pthread_attr_t attr;
+  void *addr;
+  size_t size;
+
+  tls_m = m;
+  m->san_fiber = goro__san_fiber_current();
+  if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+    if (pthread_attr_getstack(&attr, &addr, &size) == 0) {
+      m->g0_lo = (uintptr_t)addr;
+      m->g0_size = size;
+    }
+    pthread_attr_destroy(&attr);
+  }
+}
+
 static void *worker_main(void *arg) {
   goro__m *m = arg;
 
-  tls_m = m;
+  bind_thread(m);
   goro__fatal_thread_init(m);
   schedule(m);
   goro__fatal_thread_fini(m);
@@ -856,7 +887,7 @@ int goro_run(int (*main_fn)(void *arg), void *arg) {
     allm[i].rand_state = 0x9e3779b97f4a7c15ULL * (uint64_t)(i + 1) ^ (uint64_t)goro__nanotime();
   }
 
-  tls_m = &allm[0];
+  bind_thread(&allm[0]);
   goro__fatal_thread_init(&allm[0]);
   __atomic_store_n(&goro__running, true, __ATOMIC_RELEASE);
 

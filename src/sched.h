@@ -59,6 +59,8 @@ typedef struct goro__g {
   uintptr_t max_stack;       /* usable bytes: slot.top - slot.lo */
   int64_t when;              /* wake time of a sleeping goroutine, ns */
   int64_t timer_index;       /* position in the timer heap, -1 if none */
+  void *san_fake_stack;      /* sanitizer.h bookkeeping (ASan, TSan builds) */
+  void *san_fiber;
 } goro__g;
 
 enum goro__after { GORO__AFTER_NONE, GORO__AFTER_PARK, GORO__AFTER_YIELD, GORO__AFTER_EXIT };
@@ -108,6 +110,10 @@ typedef struct goro__m {
   void *altstack;
   size_t altstack_size;
   stack_t previous_altstack; /* restored when the thread leaves goro_run */
+  uintptr_t g0_lo;           /* the thread's own stack, for sanitizer.h */
+  size_t g0_size;
+  void *san_fake_stack;
+  void *san_fiber;
 } goro__m;
 
 /* Returns the M of the calling thread, or NULL. Never cached across a park:
