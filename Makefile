@@ -39,7 +39,7 @@ CFLAGS  += $(BASE) $(OPT) $(if $(WERROR),-Werror)
 LDFLAGS += $(filter -fsanitize=%,$(OPT))
 LIBS    := -lpthread
 
-LIB_SRC := src/goro.c src/sched.c src/stack.c src/chan.c src/sync.c src/fatal.c src/debug.c \
+LIB_SRC := src/goro.c src/sched.c src/stack.c src/chan.c src/sync.c src/pool.c src/gc.c src/stats.c src/trace.c src/fatal.c src/debug.c \
            src/arch/context.c src/arch/context_x86_64.S
 LIB_OBJ := $(patsubst src/%,$(OUT)/obj/%.o,$(LIB_SRC))
 LIB_CFLAGS := -fvisibility=hidden -DGORO_NO_ERRNO_OVERRIDE
@@ -78,6 +78,24 @@ $(OUT)/tests/%: tests/%.c tests/harness.h $(OUT)/libgoro.a
 	$(CC) $(CFLAGS) $(TEST_LDFLAGS) $(LDFLAGS) -o $@ $< $(OUT)/libgoro.a $(LIBS)
 
 tests: $(TEST_BIN)
+
+# The stack tests share tests/stack_check.h. test_cases_overflow also links
+# tests/stack_frames.c built three ways: at -O0 and at -O2, and at -O2
+# without -fstack-clash-protection or sanitizers, to show what a frame
+# larger than the guard does when no probe touches the guard first.
+STACK_TESTS := test_stack test_overflow test_cases_overflow test_cases_limits test_cases_guards
+$(patsubst %,$(OUT)/tests/%,$(STACK_TESTS)): tests/stack_check.h
+FRAMES_OBJ := $(patsubst %,$(OUT)/tests/stack_frames_%.o,o0 o2 noprobe)
+$(OUT)/tests/stack_frames_o0.o: FRAMES_FLAGS := -O0
+$(OUT)/tests/stack_frames_o2.o: FRAMES_FLAGS := -O2
+$(OUT)/tests/stack_frames_noprobe.o: FRAMES_FLAGS := -O2 -fno-stack-clash-protection -fno-sanitize=all
+$(OUT)/tests/stack_frames_%.o: tests/stack_frames.c tests/stack_frames.h include/goro.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(FRAMES_FLAGS) -DFRAMES_VARIANT=$* -c $< -o $@
+
+$(OUT)/tests/test_cases_overflow: tests/test_cases_overflow.c tests/harness.h $(FRAMES_OBJ) $(OUT)/libgoro.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(TEST_LDFLAGS) $(LDFLAGS) -o $@ $< $(FRAMES_OBJ) $(OUT)/libgoro.a $(LIBS)
 
 # Only goro_ symbols may leave the shared library.
 check-symbols: $(OUT)/libgoro.so

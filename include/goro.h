@@ -290,31 +290,49 @@ GORO_API int goro_pool_free(goro_pool *pool);
 /* ---- Statistics ------------------------------------------------------- */
 
 /*
- * Every field, once: X(type, name, comment). All byte counts are bytes.
- * Stack memory is counted in pages as goro observes them: a goroutine's
- * stack size is its committed span, from the lowest page known to be touched
- * up to the slot top. goro learns the span from the stack pointer each time
- * the goroutine parks and exactly (mincore) when the goroutine exits, so a
- * deep excursion between two parks is counted at the next exit.
+ * How goro sees stack sizes. A goroutine's stack size is its committed span:
+ * the bytes from the lowest page known to be resident up to the slot top
+ * (the descriptor lives in the top page, so the span is at least one page).
+ * goro learns the span without copying or scanning memory on the hot path:
+ *  - each time the goroutine parks or yields, from its saved stack pointer
+ *    (a deeper sp means growth, page-granular);
+ *  - at each shrink cycle, exactly, from mincore(2) over batches of slots.
+ * A deep excursion that returns before the goroutine parks is therefore
+ * seen at the next cycle, not at once.
+ *
+ * Identities that always hold for one goro_read_memstats result:
+ *   stack_sys   == stack_inuse + stack_cache + stack_guard + stack_meta
+ *   sum(stack_hist_count) == goroutines
+ *   sum(stack_hist_bytes) == stack_inuse
+ * X(type, name, comment) lists every scalar field once.
  */
-#define GORO_MEMSTATS_FIELDS(X)                                                \
-  X(uint64_t, goroutines, "goroutines alive (spawned, not yet exited)")        \
-  X(uint64_t, spawned_total, "goroutines spawned since the process started")   \
-  X(uint64_t, stack_inuse, "bytes of committed stack spans of live goroutines")\
-  X(uint64_t, stack_cache, "bytes kept resident in cached free slots")         \
-  X(uint64_t, stack_meta, "bytes of goro's own stack bookkeeping")             \
-  X(uint64_t, stack_sys, "stack_inuse + stack_cache + stack_meta")             \
-  X(uint64_t, stack_reserved, "bytes of address space reserved for stacks")    \
-  X(uint64_t, slots_carved, "stack slots ever made (each with its guard)")     \
-  X(uint64_t, slots_cached, "free slots in the per-worker caches")             \
-  X(uint64_t, guards, "guard regions installed")                               \
-  X(uint64_t, guard_bytes, "address space covered by guards (no memory)")      \
-  X(uint64_t, unguarded_slots, "slots running without a guard (allowed)")      \
-  X(uint64_t, pages_committed, "stack pages observed newly committed, total")  \
-  X(uint64_t, pages_released, "stack pages given back to the OS, total")       \
-  X(uint64_t, stack_growths, "times a goroutine's observed span grew")         \
-  X(uint64_t, max_stack, "current global maximum stack, bytes")                \
+#define GORO_MEMSTATS_FIELDS(X)                                                 \
+  X(uint64_t, goroutines, "goroutines alive (spawned, not yet exited)")         \
+  X(uint64_t, spawned_total, "goroutines spawned since the process started")    \
+  X(uint64_t, stack_inuse, "bytes: committed spans of live goroutines")         \
+  X(uint64_t, stack_cache, "bytes: spans kept resident in free slot caches")    \
+  X(uint64_t, stack_guard, "bytes of memory held by guards: 0, guards are page-table markers or PROT_NONE") \
+  X(uint64_t, stack_meta, "bytes: goro's stack bookkeeping (slot lists, per-worker state)") \
+  X(uint64_t, stack_sys, "bytes: stack_inuse + stack_cache + stack_guard + stack_meta") \
+  X(uint64_t, stack_reserved, "bytes of address space reserved for stacks")     \
+  X(uint64_t, stack_start_size, "bytes committed for a new goroutine by default (adaptive start)") \
+  X(uint64_t, slots_carved, "stack slots ever made, each with its guard")       \
+  X(uint64_t, slots_cached, "free slots that keep resident pages")              \
+  X(uint64_t, guards, "guard regions installed")                                \
+  X(uint64_t, guard_bytes, "bytes of address space covered by guards")          \
+  X(uint64_t, unguarded_slots, "slots without a guard (goro_allow_unguarded)")  \
+  X(uint64_t, pages_committed, "stack pages observed newly committed, total")   \
+  X(uint64_t, pages_released, "stack pages given back to the OS, total")        \
+  X(uint64_t, stack_growths, "times a goroutine's span was seen to grow, total") \
+  X(uint64_t, stack_shrinks, "times a cycle shrank a goroutine's span, total")  \
+  X(uint64_t, gc_cycles, "shrink cycles completed")                             \
+  X(uint64_t, max_stack, "bytes: current global maximum stack")                 \
   X(uint64_t, maxprocs, "worker threads (Ps) of the running runtime")
+
+/* Histogram bucket i counts live goroutines whose span is at most
+ * 4096 << i bytes (and more than 4096 << (i - 1)); the last bucket has all
+ * larger ones. */
+#define GORO_STACK_HIST_BUCKETS 25
 
 typedef struct goro_memstats {
   uint32_t size;    /* set by the caller: sizeof(goro_memstats) */
@@ -322,8 +340,10 @@ typedef struct goro_memstats {
 #define GORO_MEMSTATS_MEMBER(type, name, comment) type name;
   GORO_MEMSTATS_FIELDS(GORO_MEMSTATS_MEMBER)
 #undef GORO_MEMSTATS_MEMBER
+  uint64_t stack_hist_count[GORO_STACK_HIST_BUCKETS]; /* goroutines per bucket */
+  uint64_t stack_hist_bytes[GORO_STACK_HIST_BUCKETS]; /* their spans, bytes */
 } goro_memstats;
-#define GORO_MEMSTATS_VERSION 1
+#define GORO_MEMSTATS_VERSION 2
 
 /* Fills *out. Set out->size = sizeof *out first. O(workers), not O(goroutines). */
 GORO_API int goro_read_memstats(goro_memstats *out);

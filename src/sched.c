@@ -33,8 +33,10 @@
 #define _GNU_SOURCE
 #include "sched.h"
 #include "sanitizer.h"
+#include "trace.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -73,6 +75,7 @@ static struct {
   size_t heap_len, heap_cap;
   int64_t next_when;   /* wake time of heap[0], INT64_MAX when empty */
   uint32_t sysmon_seq; /* futex word: bumped to wake the monitor */
+  int64_t start_ns;
   pthread_t sysmon;
 } sched;
 
@@ -287,7 +290,17 @@ static void reset_spinning(goro__m *m) {
 void goro__ready(goro__g *g) {
   goro__m *m = goro__getm();
 
-  __atomic_store_n(&g->state, GORO__G_RUNNABLE, __ATOMIC_RELEASE);
+  /* A shrink cycle may hold the stack for a moment (SCANNING); it gives it
+   * back within one batch, so spinning is short. */
+  for (;;) {
+    uint32_t state = GORO__G_WAITING;
+    if (__atomic_compare_exchange_n(&g->state, &state, GORO__G_RUNNABLE, false, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE))
+      break;
+    if (state != GORO__G_SCANNING)
+      goro__throw("goro__ready: goroutine is not waiting");
+    goro__cpu_relax();
+  }
   if (m && m->p)
     runq_put(m->p, g, true);
   else
@@ -389,6 +402,37 @@ static void run_timers(int64_t now) {
   }
 }
 
+/* GORODEBUG=schedtrace=MS: one line per interval, like Go's schedtrace. */
+static void print_schedtrace(int64_t now) {
+  static int64_t last;
+  goro_memstats ms = {.size = sizeof ms};
+  char line[512];
+  int len;
+
+  if (now - last < goro__dbg.schedtrace_ms * 1000000)
+    return;
+  last = now;
+  goro_read_memstats(&ms);
+  len = snprintf(line, sizeof line,
+                 "goro: schedtrace %lldms: workers=%d idle=%u spinning=%u globrunq=%lld runq=[",
+                 (long long)((now - sched.start_ns) / 1000000), goro__nprocs,
+                 __atomic_load_n(&sched.npidle, __ATOMIC_RELAXED),
+                 __atomic_load_n(&sched.nmspinning, __ATOMIC_RELAXED),
+                 (long long)__atomic_load_n(&sched.gq_size, __ATOMIC_RELAXED));
+  for (int i = 0; i < goro__nprocs && len < (int)sizeof line - 128; i++) {
+    goro__p *p = &goro__allp[i];
+    uint32_t n = __atomic_load_n(&p->runq_tail, __ATOMIC_RELAXED) -
+                 __atomic_load_n(&p->runq_head, __ATOMIC_RELAXED);
+    len += snprintf(line + len, sizeof line - (size_t)len, i ? " %u" : "%u", n);
+  }
+  len += snprintf(line + len, sizeof line - (size_t)len,
+                  "] goroutines=%llu stack_inuse=%llu stack_sys=%llu\n",
+                  (unsigned long long)ms.goroutines, (unsigned long long)ms.stack_inuse,
+                  (unsigned long long)ms.stack_sys);
+  if (write(STDERR_FILENO, line, (size_t)len) < 0)
+    last = now;
+}
+
 static void *sysmon_main(void *arg) {
   (void)arg;
   while (!__atomic_load_n(&sched.shutdown, __ATOMIC_ACQUIRE)) {
@@ -405,6 +449,10 @@ static void *sysmon_main(void *arg) {
       uint64_t excess = warm - GORO__WARM_BOUND;
       goro__stack_scavenge(GORO__WARM_BOUND, excess / 8 > (2 << 20) ? excess / 8 : (2 << 20));
     }
+
+    goro__gc_tick(now);
+    if (goro__dbg.schedtrace_ms > 0)
+      print_schedtrace(now);
 
     int64_t wait = __atomic_load_n(&sched.next_when, __ATOMIC_ACQUIRE) - goro__nanotime();
     if (wait > 20 * 1000 * 1000)
@@ -522,34 +570,21 @@ static goro__g *find_runnable(goro__m *m) {
 
 /* ---- Running goroutines ----------------------------------------------- */
 
-void goro__account_sp(goro__g *g, uintptr_t sp) {
-  uintptr_t lo = sp & ~(GORO__PAGE_SIZE - 1);
-
-  if (lo >= g->committed_lo)
-    return;
-  goro__p *p = goro__getp();
-  uint64_t pages = (g->committed_lo - lo) / GORO__PAGE_SIZE;
-  GORO__STAT_ADD(p, stack_inuse, (int64_t)(g->committed_lo - lo));
-  GORO__STAT_ADD(p, pages_committed, pages);
-  GORO__STAT_ADD(p, growths, 1);
-  g->growths++;
-  g->committed_lo = lo;
-}
-
 /* Frees an exited goroutine's slot. Runs on g0: the slot holds both the
  * goroutine's stack and its descriptor, and g0 is on neither. No system
  * call: the slot keeps its pages until it is reused or scavenged. */
 static void destroy_g(goro__p *p, goro__g *g) {
   goro__slot slot = g->slot;
 
-  GORO__STAT_ADD(p, stack_inuse, -(int64_t)(slot.top - g->committed_lo));
-  GORO__STAT_ADD(p, goroutines, -1);
+  slot.resident_lo = g->committed_lo;
+  goro__span_set(p, g, g->committed_lo, GORO__SPAN_EXIT);
+  if (goro__tracing)
+    goro__trace_event_exit(g);
 
   g->magic = 0;
   g->state = GORO__G_DEAD;
   goro__san_fiber_destroy(g->san_fiber);
   goro__san_forget_stack(slot.lo, slot.top - slot.lo);
-  slot.resident_lo = g->committed_lo;
   goro__stack_free(p, &slot);
 }
 
@@ -560,9 +595,12 @@ static void execute(goro__m *m, goro__g *g) {
   m->after = GORO__AFTER_NONE;
   errno = g->saved_errno;
 
+  int64_t start_ns = goro__tracing ? goro__nanotime() : 0;
   goro__san_before_switch(&m->san_fake_stack, g->slot.lo, g->slot.top - g->slot.lo, g->san_fiber);
   goro__ctx_switch(&m->g0, &g->ctx);
   goro__san_after_switch(m->san_fake_stack);
+  if (goro__tracing)
+    goro__trace_event_run(m, g, start_ns, goro__nanotime());
 
   /* Back on g0 of this thread: the goroutine's registers are saved. */
   g->saved_errno = errno;
@@ -570,13 +608,13 @@ static void execute(goro__m *m, goro__g *g) {
   g->m = NULL;
   switch (m->after) {
   case GORO__AFTER_PARK:
-    goro__account_sp(g, (uintptr_t)g->ctx.sp);
+    goro__account_sp(m->p, g, (uintptr_t)g->ctx.sp);
     __atomic_store_n(&g->state, GORO__G_WAITING, __ATOMIC_RELEASE);
     if (m->after_fn)
       m->after_fn(g, m->after_arg);
     break;
   case GORO__AFTER_YIELD:
-    goro__account_sp(g, (uintptr_t)g->ctx.sp);
+    goro__account_sp(m->p, g, (uintptr_t)g->ctx.sp);
     __atomic_store_n(&g->state, GORO__G_RUNNABLE, __ATOMIC_RELEASE);
     globrunq_put(g);
     break;
@@ -648,6 +686,11 @@ static int64_t spawn(goro_fn fn, void *arg, size_t max_stack, size_t hint) {
   memset(g, 0, sizeof *g);
   if (slot.resident_lo > (g_addr & ~(GORO__PAGE_SIZE - 1)))
     slot.resident_lo = g_addr & ~(GORO__PAGE_SIZE - 1);
+  if (goro__pol.adaptive_start) {
+    size_t start = __atomic_load_n(&goro__start_size, __ATOMIC_RELAXED);
+    if (start > hint)
+      hint = start < slot.top - slot.lo ? start : slot.top - slot.lo;
+  }
   if (hint)
     goro__stack_commit(&slot, hint);
 
@@ -656,15 +699,18 @@ static int64_t spawn(goro_fn fn, void *arg, size_t max_stack, size_t hint) {
   g->fn = fn;
   g->arg = arg;
   g->slot = slot;
-  g->committed_lo = slot.resident_lo;
+  g->committed_lo = slot.top;
   g->max_stack = slot.top - slot.lo;
   g->timer_index = -1;
+  g->hold = goro__pol.hysteresis;
+  g->last_growth_cycle = __atomic_load_n(&goro__gc_cycle, __ATOMIC_RELAXED);
   g->san_fiber = goro__san_fiber_create();
   goro__ctx_make(&g->ctx, (void *)(g_addr & ~(uintptr_t)15), goroutine_entry, g);
 
-  GORO__STAT_ADD(p, goroutines, 1);
   GORO__STAT_ADD(p, spawned, 1);
-  GORO__STAT_ADD(p, stack_inuse, (int64_t)(slot.top - g->committed_lo));
+  goro__span_set(p, g, slot.resident_lo, GORO__SPAN_NEW);
+  if (goro__tracing)
+    goro__trace_event_spawn(g);
   __atomic_store_n(&g->state, GORO__G_RUNNABLE, __ATOMIC_RELEASE);
   if (p)
     runq_put(p, g, true);
@@ -836,9 +882,10 @@ static void fold_stats(void) {
     goro__global_stats.pages_committed += s->pages_committed;
     goro__global_stats.pages_released += s->pages_released;
     goro__global_stats.growths += s->growths;
+    goro__global_stats.shrinks += s->shrinks;
   }
-  goro__global_stats.goroutines = 0;
-  goro__global_stats.stack_inuse = 0;
+  memset(goro__global_stats.hist_count, 0, sizeof goro__global_stats.hist_count);
+  memset(goro__global_stats.hist_bytes, 0, sizeof goro__global_stats.hist_bytes);
   goro__global_stats.stack_cache = 0;
   goro__global_stats.slots_cached = 0;
 }
@@ -864,9 +911,11 @@ int goro_run(int (*main_fn)(void *arg), void *arg) {
     return GORO_ESTATE;
 
   goro__debug_init();
+  goro__gc_init();
   reset_sched();
   sched.main_fn = main_fn;
   sched.main_arg = arg;
+  sched.start_ns = goro__nanotime();
   goro__nprocs = goro__maxprocs_setting ? goro__maxprocs_setting : default_nprocs();
 
   if ((err = goro__stack_init()) != 0)
@@ -887,6 +936,7 @@ int goro_run(int (*main_fn)(void *arg), void *arg) {
     allm[i].rand_state = 0x9e3779b97f4a7c15ULL * (uint64_t)(i + 1) ^ (uint64_t)goro__nanotime();
   }
 
+  goro__trace_init(goro__nprocs);
   bind_thread(&allm[0]);
   goro__fatal_thread_init(&allm[0]);
   __atomic_store_n(&goro__running, true, __ATOMIC_RELEASE);
@@ -937,6 +987,7 @@ int goro_run(int (*main_fn)(void *arg), void *arg) {
 
 out_running:
   __atomic_store_n(&goro__running, false, __ATOMIC_RELEASE);
+  goro__trace_fini();
   fold_stats();
 out_mem:
   free(goro__allp);

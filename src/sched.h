@@ -17,9 +17,12 @@
  *   WAITING   parked; on the wait queue of what it waits for (a channel,
  *             mutex, wait group or the timer heap) or on none (an empty
  *             select). Only the waker may make it RUNNABLE.
+ *   SCANNING  parked, and a shrink cycle owns the stack below its sp for a
+ *             moment (reads its span, may release pages). A waker spins
+ *             until the cycle puts it back to WAITING.
  *   DEAD      exited; its slot is back in a cache. Nothing refers to it.
  * Legal moves: RUNNABLE -> RUNNING -> {RUNNABLE, WAITING, DEAD},
- * WAITING -> RUNNABLE.
+ * WAITING -> {RUNNABLE, SCANNING}, SCANNING -> WAITING.
  */
 #ifndef GORO_SCHED_H
 #define GORO_SCHED_H
@@ -38,7 +41,13 @@
 #define GORO__RUNQ_SIZE 256
 #define GORO__MAX_PROCS 1024
 
-enum goro__gstate { GORO__G_RUNNABLE = 1, GORO__G_RUNNING, GORO__G_WAITING, GORO__G_DEAD };
+enum goro__gstate {
+  GORO__G_RUNNABLE = 1,
+  GORO__G_RUNNING,
+  GORO__G_WAITING,
+  GORO__G_SCANNING, /* WAITING, and a shrink cycle is working on its stack */
+  GORO__G_DEAD,
+};
 
 typedef struct goro__g {
   goro__ctx ctx;             /* saved stack pointer while not running */
@@ -55,7 +64,16 @@ typedef struct goro__g {
   int is_main;
   goro__slot slot;
   uintptr_t committed_lo;    /* lowest page known committed */
+  uintptr_t peak_span;       /* largest span seen, bytes */
   uint64_t growths;          /* times the observed span grew */
+  uint64_t shrinks;          /* times a cycle shrank the span */
+  uint64_t last_growth_cycle;/* gc cycle count when growth was last seen */
+  uint64_t shrunk_cycle;     /* gc cycle count of the last shrink, 0 if none */
+  uint64_t last_use_cycle;   /* gc cycle count when the deep half was last seen in use */
+  uintptr_t probe_page;      /* page filled with probe_word by the last cycle, or 0 */
+  uint64_t probe_word;
+  uint32_t hold;             /* cycles a grown stack is kept (grows on thrash) */
+  int hist_bucket;           /* histogram bucket its span is counted in */
   uintptr_t max_stack;       /* usable bytes: slot.top - slot.lo */
   int64_t when;              /* wake time of a sleeping goroutine, ns */
   int64_t timer_index;       /* position in the timer heap, -1 if none */
@@ -68,14 +86,15 @@ enum goro__after { GORO__AFTER_NONE, GORO__AFTER_PARK, GORO__AFTER_YIELD, GORO__
 /* Per-P counters. Signed because a goroutine can exit on another P than the
  * one it was spawned on; only the sum over all Ps is meaningful. */
 typedef struct goro__pstats {
-  int64_t goroutines;
-  int64_t stack_inuse;
+  int64_t hist_count[GORO_STACK_HIST_BUCKETS]; /* live goroutines by span */
+  int64_t hist_bytes[GORO_STACK_HIST_BUCKETS]; /* their spans: sums to stack_inuse */
   int64_t stack_cache;
   int64_t slots_cached;
   uint64_t spawned;
   uint64_t pages_committed;
   uint64_t pages_released;
   uint64_t growths;
+  uint64_t shrinks;
 } goro__pstats;
 
 typedef struct goro__cached_slot {
@@ -130,8 +149,36 @@ void goro__park(void (*unlock)(goro__g *g, void *arg), void *arg);
 /* Makes a WAITING goroutine RUNNABLE. Any thread may call it. */
 void goro__ready(goro__g *g);
 
-/* Stack accounting: called with the sp a goroutine parks at. */
-void goro__account_sp(goro__g *g, uintptr_t sp);
+/* stats.c: every change of a goroutine's committed span goes through here,
+ * so the histogram, stack_inuse, growth and shrink counters, the stack log
+ * and the trace never disagree. p may be NULL (a thread without a P). */
+enum goro__span_event {
+  GORO__SPAN_NEW,    /* spawned with its span at new_lo */
+  GORO__SPAN_GROW,   /* seen deeper than before */
+  GORO__SPAN_SHRINK, /* a cycle released the pages below new_lo */
+  GORO__SPAN_ADJUST, /* the kernel took pages back (MADV_FREE) */
+  GORO__SPAN_EXIT,   /* exited: no longer counted */
+};
+void goro__span_set(goro__p *p, goro__g *g, uintptr_t new_lo, enum goro__span_event event);
+
+/* Stack accounting at a park: growth if sp is below the known span. */
+void goro__account_sp(goro__p *p, goro__g *g, uintptr_t sp);
+
+/* gc.c */
+typedef struct goro__policy {
+  bool shrink;
+  bool madv_free;
+  bool adaptive_start;
+  uint32_t hysteresis;
+  int64_t gc_period_ns;
+} goro__policy;
+extern goro__policy goro__pol;
+#define GORO__MAX_HOLD 64
+extern uint64_t goro__gc_cycle;      /* cycles started, the clock of hysteresis */
+extern uint64_t goro__start_size;    /* bytes a new goroutine commits (adaptive start) */
+extern uint64_t goro__gc_cycles_done;
+void goro__gc_init(void);
+void goro__gc_tick(int64_t now);     /* the monitor's periodic cycle */
 
 uint64_t goro__fastrand(void);
 
@@ -148,11 +195,21 @@ extern goro__pstats goro__global_stats;
 
 /* debug.c */
 typedef struct goro__debug {
-  int guard_mprotect; /* GORODEBUG=guardmode=mprotect: use the old-kernel path */
-  int guard_budget;   /* GORODEBUG=guardbudget=N: cap mprotect guards (tests) */
+  int guard_mprotect;    /* guardmode=mprotect: use the old-kernel path */
+  int guard_budget;      /* guardbudget=N: cap mprotect guards (tests) */
+  int shrink_off;        /* gcshrinkstackoff=1 */
+  int adaptive_start;    /* adaptivestackstart=0|1, -1 when unset */
+  int stack_log;         /* stacklog=1: one line per observed span change */
+  int64_t schedtrace_ms; /* schedtrace=MS: a scheduler line every MS */
+  int madv_free;         /* madvfree=1 */
+  int hysteresis;        /* stackhysteresis=N, -1 when unset */
+  int64_t gc_period_ms;  /* gcperiod=MS, -1 when unset */
 } goro__debug;
 extern goro__debug goro__dbg;
 void goro__debug_init(void);
+
+/* pool.c */
+void goro__pool_cycle(void);
 
 /* fatal.c */
 int goro__fatal_init(void);

@@ -384,8 +384,27 @@ void goro__stack_free(goro__p *p, goro__slot *slot) {
   __atomic_fetch_add(&arena.warm_bytes, span, __ATOMIC_RELAXED);
 }
 
-/* Releases the whole usable range of each slot in one system call when
- * process_madvise takes MADV_DONTNEED, else one madvise per slot. */
+void goro__stack_release_ranges(struct iovec *ranges, size_t n, int advice) {
+  for (size_t done = 0; arena.pidfd >= 0 && done < n;) {
+    size_t chunk = n - done < CARVE_BATCH_MAX ? n - done : CARVE_BATCH_MAX;
+    size_t bytes = 0;
+    for (size_t i = 0; i < chunk; i++)
+      bytes += ranges[done + i].iov_len;
+    if (syscall(SYS_process_madvise, arena.pidfd, ranges + done, chunk, advice, 0) !=
+        (ssize_t)bytes)
+      break;
+    done += chunk;
+    if (done == n)
+      return;
+  }
+  /* Older kernels take only a few advices through process_madvise (Linux
+   * 6.18 takes MADV_DONTNEED), so fall back to one madvise per range, which
+   * is harmless for ranges already released. */
+  for (size_t i = 0; i < n; i++)
+    madvise(ranges[i].iov_base, ranges[i].iov_len, advice);
+}
+
+/* Releases the whole usable range of each slot. */
 static void release_slots(stack_class *sc, const warm_slot *slots, size_t n) {
   struct iovec iov[CARVE_BATCH_MAX];
 
@@ -393,12 +412,7 @@ static void release_slots(stack_class *sc, const warm_slot *slots, size_t n) {
     iov[i].iov_base = (void *)(sc->region + slots[i].index * sc->slot_size + GORO__GUARD_SIZE);
     iov[i].iov_len = sc->slot_size - GORO__GUARD_SIZE;
   }
-  if (arena.pidfd >= 0 &&
-      syscall(SYS_process_madvise, arena.pidfd, iov, n, MADV_DONTNEED, 0) ==
-          (ssize_t)(n * iov[0].iov_len))
-    return;
-  for (size_t i = 0; i < n; i++)
-    madvise(iov[i].iov_base, iov[i].iov_len, MADV_DONTNEED);
+  goro__stack_release_ranges(iov, n, MADV_DONTNEED);
 }
 
 /* Moves up to CARVE_BATCH_MAX warm slots of a class to its free list,
@@ -496,4 +510,38 @@ void goro__stack_read_stats(uint64_t *reserved, uint64_t *carved, uint64_t *guar
   }
   *guards = __atomic_load_n(&arena.guards, __ATOMIC_RELAXED);
   *unguarded = __atomic_load_n(&arena.unguarded, __ATOMIC_RELAXED);
+}
+
+void goro__stack_class_layout(int cls, uintptr_t *region, uintptr_t *slot_size, uint64_t *carved) {
+  stack_class *sc = &arena.classes[cls];
+
+  *region = sc->region;
+  *slot_size = sc->slot_size;
+  *carved = __atomic_load_n(&sc->carved, __ATOMIC_ACQUIRE);
+}
+
+uint64_t goro__stack_drain_caches(goro__p *allp, int nprocs) {
+  uint64_t released = 0;
+
+  for (int i = 0; i < nprocs; i++) {
+    goro__p *p = &allp[i];
+    goro__slot slots[GORO__CACHE_SLOTS];
+    int n;
+
+    goro__spin_lock(&p->cache_lock);
+    n = p->cache_count;
+    for (int k = 0; k < n; k++)
+      slots[k] = p->cache[k].slot;
+    p->cache_count = 0;
+    goro__spin_unlock(&p->cache_lock);
+
+    /* Through the warm list, so one path releases and accounts them. */
+    for (int k = 0; k < n; k++) {
+      GORO__STAT_ADD(p, stack_cache, -(int64_t)(slots[k].top - slots[k].resident_lo));
+      GORO__STAT_ADD(p, slots_cached, -1);
+      goro__stack_free(NULL, &slots[k]);
+    }
+  }
+  released += goro__stack_scavenge(0, UINT64_MAX);
+  return released;
 }

@@ -70,6 +70,16 @@ void goro__stack_free(struct goro__p *p, goro__slot *slot);
 uint64_t goro__stack_scavenge(uint64_t bound, uint64_t max_bytes);
 uint64_t goro__stack_warm_bytes(void);
 
+/* Empties every P's slot cache and all warm lists, releasing their pages. */
+uint64_t goro__stack_drain_caches(struct goro__p *allp, int nprocs);
+
+/* Applies madvise advice to each range, batched through process_madvise. */
+struct iovec;
+void goro__stack_release_ranges(struct iovec *ranges, size_t n, int advice);
+
+/* Where class cls's slots are: slot i starts at region + i * slot_size. */
+void goro__stack_class_layout(int cls, uintptr_t *region, uintptr_t *slot_size, uint64_t *carved);
+
 /* Commits [top - bytes, top) now; returns the new resident_lo. */
 uintptr_t goro__stack_commit(goro__slot *slot, size_t bytes);
 

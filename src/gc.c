@@ -1,0 +1,369 @@
+/*
+ * gc.c: stack shrink cycles, the stack policy and adaptive starting size.
+ *
+ * A cycle (goro_gc, or the monitor thread every gc_period_ns) walks the
+ * slots of every size class in batches of BATCH_SLOTS. For one batch it
+ *
+ *   1. asks mincore which pages of the batch are resident, to find the
+ *      slots whose top page (the goroutine descriptor) is resident;
+ *   2. suspends each parked goroutine among them (WAITING -> SCANNING);
+ *   3. asks mincore again, now that the suspended stacks cannot change,
+ *      and sets each one's span exactly (this is where growth between parks
+ *      is seen);
+ *   4. applies the shrink rule and releases the chosen ranges in one
+ *      batched madvise;
+ *   5. resumes the goroutines (SCANNING -> WAITING).
+ *
+ * A goroutine is suspended only for its own batch, and a waker that finds
+ * it SCANNING spins until step 5, so no pause grows with the number of
+ * goroutines. Running and runnable goroutines are skipped: their stacks are
+ * in use. Only pages below the saved stack pointer are ever released, and
+ * those are dead while the goroutine is parked.
+ *
+ * The shrink rule is Go's: a stack whose used depth (top - sp) is under a
+ * quarter of its span gives back the pages below half of the span. goro
+ * adds memory against thrashing: a stack that grew within the last `hold`
+ * cycles is kept (hold starts at the policy's hysteresis), and each time a
+ * stack grows again after a shrink its hold doubles, up to GORO__MAX_HOLD
+ * cycles. A stack counts as needed at its last growth and at the last
+ * cycle that found its deep half in use (see arm_probe). A goroutine that
+ * alternates deep and shallow work is shrunk a few times, then keeps its
+ * pages while the pattern lasts. Once a stack has not been needed for
+ * 4 x hold cycles, the hold halves back toward the policy's value. A
+ * hysteresis of 0 is Go's rule exactly.
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/uio.h>
+
+#include "sched.h"
+
+#ifndef MADV_FREE
+#define MADV_FREE 8
+#endif
+
+#define BATCH_SLOTS 64
+#define DEFAULT_HYSTERESIS 4
+#define DEFAULT_GC_PERIOD_NS ((int64_t)1000 * 1000 * 1000)
+
+goro__policy goro__pol = {
+    .shrink = true,
+    .madv_free = false,
+    .adaptive_start = false,
+    .hysteresis = DEFAULT_HYSTERESIS,
+    .gc_period_ns = DEFAULT_GC_PERIOD_NS,
+};
+uint64_t goro__gc_cycle;
+uint64_t goro__start_size;
+uint64_t goro__gc_cycles_done;
+
+static pthread_mutex_t cycle_lock = PTHREAD_MUTEX_INITIALIZER;
+static int64_t last_auto_cycle;
+static bool policy_set_by_api;
+
+/* GORODEBUG settings override the defaults but not goro_set_stack_policy. */
+void goro__gc_init(void) {
+  __atomic_store_n(&goro__start_size, GORO__PAGE_SIZE, __ATOMIC_RELAXED);
+  last_auto_cycle = goro__nanotime();
+  if (policy_set_by_api)
+    return;
+  if (goro__dbg.shrink_off)
+    goro__pol.shrink = false;
+  if (goro__dbg.adaptive_start >= 0)
+    goro__pol.adaptive_start = goro__dbg.adaptive_start;
+  if (goro__dbg.madv_free)
+    goro__pol.madv_free = true;
+  if (goro__dbg.hysteresis >= 0)
+    goro__pol.hysteresis = (uint32_t)goro__dbg.hysteresis;
+  if (goro__dbg.gc_period_ms >= 0)
+    goro__pol.gc_period_ns = goro__dbg.gc_period_ms * 1000 * 1000;
+}
+
+int goro_get_stack_policy(goro_stack_policy *out) {
+  if (!out)
+    return GORO_EINVAL;
+  memset(out, 0, sizeof *out);
+  out->size = sizeof *out;
+  out->shrink = goro__pol.shrink;
+  out->madv_free = goro__pol.madv_free;
+  out->adaptive_start = goro__pol.adaptive_start;
+  out->hysteresis = goro__pol.hysteresis;
+  out->gc_period_ns = goro__pol.gc_period_ns;
+  return 0;
+}
+
+int goro_set_stack_policy(const goro_stack_policy *policy) {
+  if (!policy || (policy->size != 0 && policy->size < sizeof *policy))
+    return GORO_EINVAL;
+  if (policy->hysteresis > 64 || policy->gc_period_ns < 0)
+    return GORO_EINVAL;
+  pthread_mutex_lock(&cycle_lock);
+  goro__pol.shrink = policy->shrink;
+  goro__pol.madv_free = policy->madv_free;
+  goro__pol.adaptive_start = policy->adaptive_start;
+  goro__pol.hysteresis = policy->hysteresis;
+  goro__pol.gc_period_ns = policy->gc_period_ns;
+  policy_set_by_api = true;
+  pthread_mutex_unlock(&cycle_lock);
+  return 0;
+}
+
+typedef struct cycle_totals {
+  uint64_t released;  /* bytes */
+  uint64_t used_sum;  /* bytes in use at the saved sp, over scanned goroutines */
+  uint64_t scanned;
+} cycle_totals;
+
+static goro__g *descriptor_of(uintptr_t top) {
+  return (goro__g *)((top - sizeof(goro__g)) & ~(uintptr_t)63);
+}
+
+/* A held stack keeps pages that Go's rule would release. To learn whether
+ * the goroutine still reaches that deep, the cycle fills the first page it
+ * would release with a pattern; the next cycle finds the pattern changed
+ * if any frame was there meanwhile. The page lies below the saved stack
+ * pointer of a suspended goroutine, so nothing live is overwritten. */
+#define PROBE_WORDS (GORO__PAGE_SIZE / sizeof(uint64_t))
+
+/* ASan would see stale redzones of dead frames on this page. */
+__attribute__((no_sanitize_address)) static void arm_probe(goro__g *g, uintptr_t page,
+                                                           uint64_t cycle) {
+  uint64_t *words = (uint64_t *)page;
+  uint64_t pattern = 0x9e3779b97f4a7c15ULL ^ (cycle << 17) ^ page;
+
+  for (size_t i = 0; i < PROBE_WORDS; i++)
+    words[i] = pattern;
+  g->probe_page = page;
+  g->probe_word = pattern;
+}
+
+/* Returns true when the probe armed by an earlier cycle was overwritten. */
+__attribute__((no_sanitize_address)) static bool probe_touched(goro__g *g) {
+  uintptr_t page = g->probe_page;
+
+  g->probe_page = 0;
+  if (!page || page < g->committed_lo)
+    return false; /* disarmed, or released since */
+  const uint64_t *words = (const uint64_t *)page;
+  for (size_t i = 0; i < PROBE_WORDS; i++)
+    if (words[i] != g->probe_word)
+      return true;
+  return false;
+}
+
+/* Decides the new low end of a suspended goroutine's span, or returns its
+ * current one when it keeps its pages. */
+static uintptr_t shrink_target(goro__g *g, uint64_t cycle) {
+  uintptr_t top = g->slot.top;
+  uintptr_t span = top - g->committed_lo;
+  uintptr_t used = top - ((uintptr_t)g->ctx.sp & ~(GORO__PAGE_SIZE - 1));
+
+  if (probe_touched(g))
+    g->last_use_cycle = cycle;
+  uint64_t last_need = g->last_use_cycle > g->last_growth_cycle ? g->last_use_cycle
+                                                                 : g->last_growth_cycle;
+  if (g->hold > goro__pol.hysteresis && cycle - last_need > 4 * (uint64_t)g->hold)
+    g->hold /= 2;
+
+  if (!goro__pol.shrink || span <= GORO__PAGE_SIZE || used >= span / 4)
+    return g->committed_lo;
+  uintptr_t target = (top - span / 2) & ~(GORO__PAGE_SIZE - 1);
+  if (goro__pol.hysteresis && cycle - last_need <= g->hold) {
+    arm_probe(g, target - GORO__PAGE_SIZE, cycle);
+    return g->committed_lo;
+  }
+  return target;
+}
+
+/* Sets a suspended goroutine's exact span from its lowest resident page and
+ * applies the shrink rule; a range to release is appended to releases. */
+static void visit(goro__g *g, uintptr_t lowest, uint64_t cycle, cycle_totals *totals,
+                  struct iovec *releases, size_t *nreleases) {
+  if (lowest < g->committed_lo)
+    goro__span_set(NULL, g, lowest, GORO__SPAN_GROW);
+  else if (lowest > g->committed_lo)
+    goro__span_set(NULL, g, lowest, GORO__SPAN_ADJUST);
+
+  totals->used_sum += g->slot.top - ((uintptr_t)g->ctx.sp & ~(GORO__PAGE_SIZE - 1));
+  totals->scanned++;
+
+  uintptr_t target = shrink_target(g, cycle);
+  if (target > g->committed_lo) {
+    releases[*nreleases].iov_base = (void *)g->committed_lo;
+    releases[*nreleases].iov_len = target - g->committed_lo;
+    (*nreleases)++;
+    totals->released += target - g->committed_lo;
+    goro__span_set(NULL, g, target, GORO__SPAN_SHRINK);
+  }
+}
+
+static goro__g *try_suspend(uintptr_t top) {
+  goro__g *g = descriptor_of(top);
+  uint32_t expected = GORO__G_WAITING;
+
+  if (__atomic_load_n(&g->magic, __ATOMIC_ACQUIRE) != GORO__G_MAGIC)
+    return NULL;
+  if (!__atomic_compare_exchange_n(&g->state, &expected, GORO__G_SCANNING, false,
+                                   __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+    return NULL;
+  return g;
+}
+
+static void release_and_resume(goro__g **suspended, size_t nsuspended, struct iovec *releases,
+                               size_t nreleases) {
+  if (nreleases)
+    goro__stack_release_ranges(releases, nreleases,
+                               goro__pol.madv_free ? MADV_FREE : MADV_DONTNEED);
+  for (size_t k = 0; k < nsuspended; k++)
+    __atomic_store_n(&suspended[k]->state, GORO__G_WAITING, __ATOMIC_RELEASE);
+}
+
+/* One mincore vector for the whole cycle (cycles hold cycle_lock). */
+#define VEC_PAGES ((size_t)64 << 10)
+static unsigned char vec[VEC_PAGES];
+
+static void scan_batch(uintptr_t region, uintptr_t slot_size, uint64_t first, uint64_t count,
+                       uint64_t cycle, cycle_totals *totals) {
+  goro__g *suspended[BATCH_SLOTS];
+  struct iovec releases[BATCH_SLOTS];
+  size_t nsuspended = 0, nreleases = 0;
+  uintptr_t base = region + first * slot_size;
+  uintptr_t pages_per_slot = slot_size / GORO__PAGE_SIZE;
+
+  /* Suspend the parked goroutines whose descriptor page is resident:
+   * reading a non-resident descriptor would fault in a zero page. */
+  if (mincore((void *)base, count * slot_size, vec) != 0)
+    return;
+  for (uint64_t i = 0; i < count; i++) {
+    goro__g *g;
+    if ((vec[(i + 1) * pages_per_slot - 1] & 1) && (g = try_suspend(base + (i + 1) * slot_size)))
+      suspended[nsuspended++] = g;
+  }
+  if (nsuspended == 0)
+    return;
+
+  /* Now the suspended stacks cannot change: read them again, exactly. */
+  if (mincore((void *)base, count * slot_size, vec) == 0) {
+    for (size_t k = 0; k < nsuspended; k++) {
+      goro__g *g = suspended[k];
+      unsigned char *pages = vec + (g->slot.base - base) / GORO__PAGE_SIZE;
+      uintptr_t lowest = g->slot.top - GORO__PAGE_SIZE;
+      for (uintptr_t pg = GORO__GUARD_SIZE / GORO__PAGE_SIZE; pg < pages_per_slot; pg++) {
+        if (pages[pg] & 1) {
+          lowest = g->slot.base + pg * GORO__PAGE_SIZE;
+          break;
+        }
+      }
+      visit(g, lowest, cycle, totals, releases, &nreleases);
+    }
+  }
+  release_and_resume(suspended, nsuspended, releases, nreleases);
+}
+
+/* A slot too large for one mincore vector: visited alone, its span found
+ * VEC_PAGES pages at a time from the bottom. */
+static void scan_large_slot(uintptr_t base, uintptr_t slot_size, uint64_t cycle,
+                            cycle_totals *totals) {
+  uintptr_t top = base + slot_size;
+  struct iovec release;
+  size_t nreleases = 0;
+  goro__g *g;
+
+  if (mincore((void *)(top - GORO__PAGE_SIZE), GORO__PAGE_SIZE, vec) != 0 || !(vec[0] & 1))
+    return;
+  if (!(g = try_suspend(top)))
+    return;
+
+  uintptr_t lowest = top - GORO__PAGE_SIZE;
+  for (uintptr_t at = g->slot.lo; at < lowest;) {
+    size_t pages = (lowest - at) / GORO__PAGE_SIZE;
+    if (pages > VEC_PAGES)
+      pages = VEC_PAGES;
+    if (mincore((void *)at, pages * GORO__PAGE_SIZE, vec) != 0)
+      break;
+    size_t pg = 0;
+    while (pg < pages && !(vec[pg] & 1))
+      pg++;
+    if (pg < pages) {
+      lowest = at + pg * GORO__PAGE_SIZE;
+      break;
+    }
+    at += pages * GORO__PAGE_SIZE;
+  }
+  visit(g, lowest, cycle, totals, &release, &nreleases);
+  release_and_resume(&g, 1, &release, nreleases);
+}
+
+/* Runs one cycle over every class. Caller holds cycle_lock. */
+static cycle_totals run_cycle(void) {
+  cycle_totals totals = {0, 0, 0};
+  uint64_t cycle = __atomic_add_fetch(&goro__gc_cycle, 1, __ATOMIC_RELAXED);
+
+  for (int cls = 0; cls < GORO__NUM_CLASSES; cls++) {
+    uintptr_t region, slot_size;
+    uint64_t carved;
+    goro__stack_class_layout(cls, &region, &slot_size, &carved);
+
+    uint64_t batch = VEC_PAGES / (slot_size / GORO__PAGE_SIZE);
+    if (batch > BATCH_SLOTS)
+      batch = BATCH_SLOTS;
+    for (uint64_t first = 0; first < carved; first += batch ? batch : 1) {
+      if (batch == 0) {
+        scan_large_slot(region + first * slot_size, slot_size, cycle, &totals);
+        continue;
+      }
+      uint64_t count = carved - first < batch ? carved - first : batch;
+      scan_batch(region, slot_size, first, count, cycle, &totals);
+    }
+  }
+
+  /* Go 1.19's adaptive start: the average used stack of this cycle,
+   * rounded up to a power of two. */
+  if (goro__pol.adaptive_start && totals.scanned) {
+    uint64_t average = totals.used_sum / totals.scanned;
+    uint64_t size = GORO__PAGE_SIZE;
+    while (size < average)
+      size <<= 1;
+    __atomic_store_n(&goro__start_size, size, __ATOMIC_RELAXED);
+  } else if (!goro__pol.adaptive_start) {
+    __atomic_store_n(&goro__start_size, GORO__PAGE_SIZE, __ATOMIC_RELAXED);
+  }
+
+  goro__pool_cycle();
+  __atomic_add_fetch(&goro__gc_cycles_done, 1, __ATOMIC_RELAXED);
+  return totals;
+}
+
+int64_t goro_gc(void) {
+  if (!__atomic_load_n(&goro__running, __ATOMIC_ACQUIRE))
+    return GORO_ESTATE;
+  pthread_mutex_lock(&cycle_lock);
+  cycle_totals totals = run_cycle();
+  pthread_mutex_unlock(&cycle_lock);
+  return (int64_t)totals.released;
+}
+
+int64_t goro_free_os_memory(void) {
+  if (!__atomic_load_n(&goro__running, __ATOMIC_ACQUIRE))
+    return GORO_ESTATE;
+  pthread_mutex_lock(&cycle_lock);
+  cycle_totals totals = run_cycle();
+  uint64_t cached = goro__stack_drain_caches(goro__allp, goro__nprocs);
+  pthread_mutex_unlock(&cycle_lock);
+  return (int64_t)(totals.released + cached);
+}
+
+void goro__gc_tick(int64_t now) {
+  int64_t period = goro__pol.gc_period_ns;
+
+  if (period <= 0 || now - last_auto_cycle < period)
+    return;
+  if (pthread_mutex_trylock(&cycle_lock) != 0)
+    return;
+  last_auto_cycle = now;
+  run_cycle();
+  pthread_mutex_unlock(&cycle_lock);
+}
