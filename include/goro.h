@@ -128,10 +128,13 @@ GORO_API int goro_stack_bounds(uintptr_t *lo, uintptr_t *hi);
 
 /*
  * Sets the maximum stack for goroutines spawned later and returns the
- * previous maximum, like Go's debug.SetMaxStack. A value outside
- * [GORO_MIN_MAX_STACK, GORO_MAX_MAX_STACK] is rejected: the call returns 0
- * (never a valid maximum) and the setting stays. Accepted values are rounded
- * up to a multiple of the page size. goro_max_stack() reads the setting.
+ * previous maximum, like Go's debug.SetMaxStack. Stacks come in
+ * power-of-two size classes from GORO_MIN_MAX_STACK (16 KiB) to
+ * GORO_MAX_MAX_STACK (64 GiB), and the guard enforces the class size, so
+ * bytes is rounded up to its class: 1 to 16 KiB give 16 KiB, 4 GiB + 1 gives
+ * 8 GiB, and goro_max_stack() reads back the rounded value. 0 and values
+ * above GORO_MAX_MAX_STACK are rejected: the call returns 0 (never a valid
+ * maximum) and the setting stays.
  */
 GORO_API size_t goro_set_max_stack(size_t bytes);
 GORO_API size_t goro_max_stack(void);
