@@ -50,7 +50,7 @@ TEST_BIN := $(patsubst tests/%.c,$(OUT)/tests/%,$(TEST_SRC))
 # in fatal reports name test functions.
 TEST_LDFLAGS := -rdynamic
 
-.PHONY: all lib tests demo test test-release test-sanitizers bench install clean deps-test deps-demo deps-bench check-symbols
+.PHONY: all lib tests demo test test-release test-sanitizers test-asan test-ubsan bench install clean deps-test deps-demo deps-bench check-symbols
 all: lib
 
 lib: $(OUT)/libgoro.a $(OUT)/libgoro.so $(OUT)/goro.pc
@@ -120,15 +120,28 @@ test-release:
 	$(MAKE) -B BUILD=release WERROR=1 lib tests check-symbols
 	sh tests/run.sh build/tests
 
-test-sanitizers:
+test-asan:
 	$(MAKE) -B BUILD=asan WERROR=1 tests
 	GORO_TEST_SANITIZER=asan sh tests/run.sh build-asan/tests
+
+test-ubsan:
 	$(MAKE) -B BUILD=ubsan WERROR=1 tests
 	GORO_TEST_SANITIZER=ubsan sh tests/run.sh build-ubsan/tests
 
+test-sanitizers:
+	@status=0; \
+	$(MAKE) test-asan || status=1; \
+	$(MAKE) test-ubsan || status=1; \
+	exit $$status
+
+# Every build runs even when an earlier one fails, so one run of the suite
+# shows all of its failures.
 test: deps-test
-	$(MAKE) test-release
-	$(MAKE) test-sanitizers
+	@status=0; \
+	$(MAKE) test-release || status=1; \
+	$(MAKE) test-sanitizers || status=1; \
+	if [ $$status -ne 0 ]; then echo "make test: FAILED (see the failures above)"; fi; \
+	exit $$status
 
 demo: deps-demo
 	$(MAKE) BUILD=release lib build/examples/demo

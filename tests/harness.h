@@ -77,6 +77,28 @@ static inline void harness_register(const char *name, void (*fn)(void), int is_c
       FAIL("%s == %s: got %lld, expected %lld", #a, #b, check_a_, check_b_);    \
   } while (0)
 
+#define HARNESS_CHECK_CMP(a, op, b)                                             \
+  do {                                                                          \
+    long long check_a_ = (long long)(a), check_b_ = (long long)(b);             \
+    if (!(check_a_ op check_b_))                                                \
+      FAIL("%s %s %s: got %lld and %lld", #a, #op, #b, check_a_, check_b_);     \
+  } while (0)
+
+#define CHECK_NE(a, b) HARNESS_CHECK_CMP(a, !=, b)
+#define CHECK_LT(a, b) HARNESS_CHECK_CMP(a, <, b)
+#define CHECK_LE(a, b) HARNESS_CHECK_CMP(a, <=, b)
+#define CHECK_GT(a, b) HARNESS_CHECK_CMP(a, >, b)
+#define CHECK_GE(a, b) HARNESS_CHECK_CMP(a, >=, b)
+
+/* Checks that expr returns the GORO_E* code err, naming both messages. */
+#define CHECK_ERR(expr, err)                                                    \
+  do {                                                                          \
+    long long check_rc_ = (long long)(expr);                                    \
+    if (check_rc_ != (long long)(err))                                          \
+      FAIL("%s returned %lld (%s), expected %s = %d (%s)", #expr, check_rc_,    \
+           goro_strerror((int)check_rc_), #err, (int)(err), goro_strerror(err));\
+  } while (0)
+
 #define CHECK_OK(expr)                                                          \
   do {                                                                          \
     long long check_rc_ = (long long)(expr);                                    \
@@ -92,6 +114,13 @@ static inline void harness_register(const char *name, void (*fn)(void), int is_c
     if (run_rc_ != 0)                                                           \
       FAIL("goro_run(%s) returned %d", #fn, run_rc_);                           \
   } while (0)
+
+/* Returns CLOCK_MONOTONIC in nanoseconds. */
+static inline int64_t harness_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 /* Returns the checking build the suite runs under ("asan", "ubsan", "tsan")
  * or NULL for the release build. Heavy tests scale their sizes down under a
