@@ -484,19 +484,34 @@ static void idle_remove(goro__m *m) {
   }
 }
 
+/* Steal rounds a spinning worker makes before it sleeps. A futex sleep and
+ * wake-up cost several microseconds and an IPI, so a worker keeps looking
+ * for about that long (each round pauses about 100 ns per victim): work
+ * that arrives meanwhile, like the next hand-off of a ping-pong, finds it
+ * awake and costs no futex call. */
+#define STEAL_ROUNDS 32
+
 static goro__g *steal_work(goro__m *m) {
   int n = goro__nprocs;
 
-  for (int attempt = 0; attempt < 4; attempt++) {
+  for (int round = 0; round < STEAL_ROUNDS; round++) {
+    /* runnext is taken only in the last round: its owner is about to run
+     * it, and taking it would move a hand-off to another CPU. */
+    bool take_runnext = round == STEAL_ROUNDS - 1;
     int start = (int)(goro__fastrand() % (uint64_t)n);
     for (int i = 0; i < n; i++) {
       goro__p *victim = &goro__allp[(start + i) % n];
       if (victim == m->p)
         continue;
-      goro__g *g = runq_steal(m->p, victim, attempt == 3);
+      goro__g *g = runq_steal(m->p, victim, take_runnext);
       if (g)
         return g;
+      for (int k = 0; k < 8; k++)
+        goro__cpu_relax();
     }
+    if (__atomic_load_n(&sched.gq_size, __ATOMIC_ACQUIRE) ||
+        __atomic_load_n(&sched.shutdown, __ATOMIC_ACQUIRE))
+      return NULL;
   }
   return NULL;
 }
@@ -510,10 +525,18 @@ static goro__g *find_runnable(goro__m *m) {
     if (__atomic_load_n(&sched.shutdown, __ATOMIC_ACQUIRE))
       return NULL;
 
-    if (__atomic_load_n(&sched.next_when, __ATOMIC_ACQUIRE) <= goro__nanotime())
-      run_timers(goro__nanotime());
     if ((g = runq_get(p)))
       return g;
+    /* Timers are the monitor's job; a worker with nothing queued also runs
+     * due ones, which saves a thread hop. Reading the clock only when a
+     * timer exists keeps it off the hand-off path (clock_gettime costs
+     * tens of ns on this VM). */
+    int64_t next_when = __atomic_load_n(&sched.next_when, __ATOMIC_ACQUIRE);
+    if (next_when != INT64_MAX && next_when <= goro__nanotime()) {
+      run_timers(goro__nanotime());
+      if ((g = runq_get(p)))
+        return g;
+    }
     if (__atomic_load_n(&sched.gq_size, __ATOMIC_ACQUIRE)) {
       goro__spin_lock(&sched.lock);
       g = globrunq_get(p);
