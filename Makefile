@@ -39,7 +39,7 @@ CFLAGS  += $(BASE) $(OPT) $(if $(WERROR),-Werror)
 LDFLAGS += $(filter -fsanitize=%,$(OPT))
 LIBS    := -lpthread
 
-LIB_SRC := src/goro.c src/sched.c src/stack.c src/chan.c src/sync.c src/pool.c src/gc.c src/stats.c src/trace.c src/fatal.c src/debug.c \
+LIB_SRC := src/goro.c src/sched.c src/stack.c src/chan.c src/sync.c src/pool.c src/gc.c src/stats.c src/trace.c src/netpoll.c src/fatal.c src/debug.c \
            src/arch/context.c src/arch/context_x86_64.S
 LIB_OBJ := $(patsubst src/%,$(OUT)/obj/%.o,$(LIB_SRC))
 LIB_CFLAGS := -fvisibility=hidden -DGORO_NO_ERRNO_OVERRIDE
@@ -150,6 +150,41 @@ demo: deps-demo
 build/examples/%: examples/%.c build/libgoro.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -rdynamic -o $@ $< build/libgoro.a $(LIBS) -lm
+
+# Benchmarks: bench/run.py runs the programs built here against their Go,
+# Boost.Context and threads peers and writes docs/benchmarks-results.md
+# (docs/benchmarks.md explains each one). BENCH=group[,group...] runs only
+# those groups (spawn rss pingpong growth thrash alloc); ROUNDS=n sets the
+# number of rounds (default 3).
+BENCH_BIN     := build/bench
+BENCH_GORO    := $(patsubst bench/goro/%.c,$(BENCH_BIN)/goro/%,$(wildcard bench/goro/*.c))
+BENCH_THREADS := $(patsubst bench/threads/%.c,$(BENCH_BIN)/threads/%,$(wildcard bench/threads/*.c))
+BENCH_BOOST   := $(patsubst bench/boost/%.cpp,$(BENCH_BIN)/boost/%,$(wildcard bench/boost/*.cpp))
+
+.PHONY: bench-programs
+bench: deps-bench
+	$(MAKE) BUILD=release lib bench-programs
+	python3 bench/run.py $(if $(BENCH),--only $(BENCH)) $(if $(ROUNDS),--rounds $(ROUNDS))
+
+# The Go programs build offline: GOPROXY=off, and their module needs nothing
+# outside the standard library.
+bench-programs: $(BENCH_GORO) $(BENCH_THREADS) $(BENCH_BOOST)
+	@mkdir -p $(BENCH_BIN)/go
+	cd bench/go && GOPROXY=off GOFLAGS=-mod=mod go build -o ../../$(BENCH_BIN)/go/ ./...
+
+$(BENCH_BIN)/goro/alloc: BENCH_LIBS := -lmimalloc
+
+$(BENCH_BIN)/goro/%: bench/goro/%.c bench/common.h build/libgoro.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< build/libgoro.a $(LIBS) $(BENCH_LIBS)
+
+$(BENCH_BIN)/threads/%: bench/threads/%.c bench/common.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LIBS)
+
+$(BENCH_BIN)/boost/%: bench/boost/%.cpp bench/boost/common.hpp
+	@mkdir -p $(dir $@)
+	$(CXX) -std=c++17 -O2 -g -Wall -Wextra -Wshadow -o $@ $< -lboost_context
 
 install: lib
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCDIR) $(DESTDIR)$(LIBDIR)/pkgconfig

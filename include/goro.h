@@ -26,6 +26,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -273,6 +275,29 @@ GORO_API int goro_mutex_unlock(goro_mutex *m);  /* GORO_EINVAL when not locked *
 GORO_API int goro_wg_add(goro_waitgroup *wg, int64_t delta);
 GORO_API int goro_wg_done(goro_waitgroup *wg);
 GORO_API int goro_wg_wait(goro_waitgroup *wg);
+
+/* ---- Goroutine-blocking I/O ----------------------------------------------
+ *
+ * For sockets, pipes, terminals and other descriptors epoll can watch: these
+ * behave like the system calls they are named after (they return -1 and set
+ * errno on failure), but when the call would block they park the calling
+ * goroutine, not its worker thread, until the descriptor is ready. The first
+ * call on a descriptor sets O_NONBLOCK on it (on the open file description,
+ * which processes sharing it see too). Regular files cannot be polled and
+ * are read and written directly. Called outside a goroutine they wait in
+ * poll(2). One goroutine at a time may wait per direction of a descriptor;
+ * a second gets EBUSY. Close such descriptors with goro_close, which wakes a
+ * goroutine parked on them (its call then fails with EBADF).
+ */
+enum { GORO_POLL_READ = 1, GORO_POLL_WRITE = 2 };
+
+GORO_API ssize_t goro_read(int fd, void *buf, size_t count);
+GORO_API ssize_t goro_write(int fd, const void *buf, size_t count);
+GORO_API int goro_accept(int fd, struct sockaddr *addr, socklen_t *addrlen);
+GORO_API int goro_connect(int fd, const struct sockaddr *addr, socklen_t addrlen);
+/* Parks until fd is readable (GORO_POLL_READ) or writable (GORO_POLL_WRITE). */
+GORO_API int goro_fd_wait(int fd, int events);
+GORO_API int goro_close(int fd);
 
 /* ---- Object pool --------------------------------------------------------
  *

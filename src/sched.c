@@ -945,6 +945,8 @@ int goro_run(int (*main_fn)(void *arg), void *arg) {
     goto out;
   if ((err = goro__fatal_init()) != 0)
     goto out_stack;
+  if ((err = goro__netpoll_init()) != 0)
+    goto out_fatal;
 
   goro__allp = calloc((size_t)goro__nprocs, sizeof *goro__allp);
   allm = calloc((size_t)goro__nprocs, sizeof *allm);
@@ -1018,6 +1020,8 @@ out_mem:
   goro__allp = NULL;
   allm = NULL;
   goro__nprocs = 0;
+  goro__netpoll_fini();
+out_fatal:
   goro__fatal_fini();
 out_stack:
   goro__stack_fini();

@@ -208,6 +208,10 @@ typedef struct goro__debug {
 extern goro__debug goro__dbg;
 void goro__debug_init(void);
 
+/* netpoll.c */
+int goro__netpoll_init(void);
+void goro__netpoll_fini(void);
+
 /* pool.c */
 void goro__pool_cycle(void);
 
