@@ -734,13 +734,16 @@ static int64_t spawn(goro_fn fn, void *arg, size_t max_stack, size_t hint) {
   goro__span_set(p, g, slot.resident_lo, GORO__SPAN_NEW);
   if (goro__tracing)
     goro__trace_event_spawn(g);
+  /* Once queued, g may run, exit and have its slot reused on another
+   * worker before this function returns: read nothing from g after. */
+  int64_t id = g->id;
   __atomic_store_n(&g->state, GORO__G_RUNNABLE, __ATOMIC_RELEASE);
   if (p)
     runq_put(p, g, true);
   else
     globrunq_put(g);
   wakep();
-  return g->id;
+  return id;
 }
 
 int64_t goro_spawn_with(goro_fn fn, void *arg, const goro_spawn_opts *opts) {
