@@ -39,7 +39,7 @@ CFLAGS  += $(BASE) $(OPT) $(if $(WERROR),-Werror)
 LDFLAGS += $(filter -fsanitize=%,$(OPT))
 LIBS    := -lpthread
 
-LIB_SRC := src/goro.c src/sched.c src/stack.c src/chan.c src/sync.c src/pool.c src/gc.c src/stats.c src/trace.c src/netpoll.c src/fatal.c src/debug.c \
+LIB_SRC := src/goro.c src/sched.c src/stack.c src/chan.c src/sync.c src/pool.c src/gc.c src/stats.c src/trace.c src/netpoll.c src/blocking.c src/fatal.c src/debug.c \
            src/arch/context.c src/arch/context_x86_64.S
 LIB_OBJ := $(patsubst src/%,$(OUT)/obj/%.o,$(LIB_SRC))
 LIB_CFLAGS := -fvisibility=hidden -DGORO_NO_ERRNO_OVERRIDE

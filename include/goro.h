@@ -299,6 +299,15 @@ GORO_API int goro_connect(int fd, const struct sockaddr *addr, socklen_t addrlen
 GORO_API int goro_fd_wait(int fd, int events);
 GORO_API int goro_close(int fd);
 
+/*
+ * Runs fn(arg) on a thread of goro's blocking pool while the calling
+ * goroutine parks, so that a call that blocks in the kernel (regular file
+ * I/O, getaddrinfo) does not hold up the worker. Returns 0 when fn has
+ * returned. Outside a goroutine it just calls fn. errno set by fn is the
+ * pool thread's, so return results through arg.
+ */
+GORO_API int goro_run_blocking(goro_fn fn, void *arg);
+
 /* ---- Object pool --------------------------------------------------------
  *
  * A per-worker cache of same-sized objects, like Go's sync.Pool: get and put

@@ -1009,6 +1009,8 @@ int goro_run(int (*main_fn)(void *arg), void *arg) {
     pthread_join(allm[i].thread, NULL);
   wake_sysmon();
   pthread_join(sched.sysmon, NULL);
+  /* A pool thread may still ready a goroutine; queues are dropped below. */
+  goro__blocking_fini();
   goro__fatal_thread_fini(&allm[0]);
   tls_m = NULL;
   err = sched.main_status;

@@ -212,6 +212,9 @@ void goro__debug_init(void);
 int goro__netpoll_init(void);
 void goro__netpoll_fini(void);
 
+/* blocking.c */
+void goro__blocking_fini(void);
+
 /* pool.c */
 void goro__pool_cycle(void);
 
