@@ -8,6 +8,9 @@
  * and, for each readiness event, opens the latch: a parked goroutine is
  * readied, or the readiness is remembered for the next attempt.
  *
+ * Workers about to go idle also poll (without waiting), which saves the
+ * hop through the poller thread when the process is busy.
+ *
  * Each descriptor is registered once, edge-triggered, for both directions.
  * A latch is one word: 0 (nothing), LATCH_READY (an event arrived that
  * nobody consumed) or the parked goroutine. Parking publishes the goroutine
@@ -48,6 +51,7 @@ static struct {
   pthread_t thread;
   bool started;
   uint32_t stop;
+  uint32_t registered_fds; /* registrations ever made in this run */
   goro__spinlock table_lock;
   poll_desc *chunks[MAX_CHUNKS];
 } np = {.epfd = -1, .wakefd = -1};
@@ -89,27 +93,51 @@ static void latch_open(uintptr_t *latch) {
   }
 }
 
+/* Opens the latches of n events; returns how many goroutines it readied
+ * or marked ready. */
+static int dispatch(const struct epoll_event *events, int n) {
+  int opened = 0;
+
+  for (int i = 0; i < n; i++) {
+    int fd = events[i].data.fd;
+    uint32_t ev = events[i].events;
+    if (fd == np.wakefd)
+      continue;
+    poll_desc *pd = desc_of(fd);
+    if (!pd)
+      continue;
+    if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+      latch_open(&pd->latch[0]);
+      opened++;
+    }
+    if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) {
+      latch_open(&pd->latch[1]);
+      opened++;
+    }
+  }
+  return opened;
+}
+
 static void *poller_main(void *arg) {
   struct epoll_event events[128];
   (void)arg;
 
   while (!__atomic_load_n(&np.stop, __ATOMIC_ACQUIRE)) {
     int n = epoll_wait(np.epfd, events, 128, -1);
-    for (int i = 0; i < n; i++) {
-      int fd = events[i].data.fd;
-      uint32_t ev = events[i].events;
-      if (fd == np.wakefd)
-        continue;
-      poll_desc *pd = desc_of(fd);
-      if (!pd)
-        continue;
-      if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-        latch_open(&pd->latch[0]);
-      if (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR))
-        latch_open(&pd->latch[1]);
-    }
+    if (n > 0)
+      dispatch(events, n);
   }
   return NULL;
+}
+
+int goro__netpoll_poll(void) {
+  struct epoll_event events[64];
+
+  /* Nothing registered: skip the system call. */
+  if (!__atomic_load_n(&np.registered_fds, __ATOMIC_RELAXED) || np.epfd < 0)
+    return 0;
+  int n = epoll_wait(np.epfd, events, 64, 0);
+  return n > 0 ? dispatch(events, n) : 0;
 }
 
 int goro__netpoll_init(void) {
@@ -187,6 +215,7 @@ static int ensure_registered(int fd, poll_desc *pd) {
   /* A fresh registration reports the current state as an edge, so old
    * latch contents cannot hide readiness. */
   __atomic_store_n(&pd->registered, 1, __ATOMIC_RELEASE);
+  __atomic_fetch_add(&np.registered_fds, 1, __ATOMIC_RELAXED);
   return 0;
 }
 

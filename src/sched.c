@@ -545,6 +545,9 @@ static goro__g *find_runnable(goro__m *m) {
         return g;
     }
 
+    if (goro__netpoll_poll() && (g = runq_get(p)))
+      return g;
+
     /* Spin only while fewer than half of the busy workers do. */
     uint32_t busy = (uint32_t)goro__nprocs - __atomic_load_n(&sched.npidle, __ATOMIC_SEQ_CST);
     if (m->spinning || 2 * __atomic_load_n(&sched.nmspinning, __ATOMIC_SEQ_CST) < busy) {

@@ -211,6 +211,8 @@ void goro__debug_init(void);
 /* netpoll.c */
 int goro__netpoll_init(void);
 void goro__netpoll_fini(void);
+/* Readies goroutines whose descriptors are ready, without waiting. */
+int goro__netpoll_poll(void);
 
 /* blocking.c */
 void goro__blocking_fini(void);
