@@ -243,7 +243,13 @@ static inline void run_child_postmortem(const char *name, child_result *out, pos
 
   /* The exec stops the child with SIGTRAP before it runs anything. */
   int status;
-  if (waitpid(pid, &status, 0) != pid || !WIFSTOPPED(status) || WSTOPSIG(status) != SIGTRAP)
+  if (waitpid(pid, &status, 0) != pid)
+    FAIL("waitpid on traced child %s: %s", name, strerror(errno));
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 126)
+    FAIL("PTRACE_TRACEME failed in child %s: this system does not permit ptrace (Yama "
+         "ptrace_scope 3 or a seccomp filter), which the post-mortem canary check needs",
+         name);
+  if (!WIFSTOPPED(status) || WSTOPSIG(status) != SIGTRAP)
     FAIL("traced child %s did not stop at exec (wait status %#x)", name, status);
   if (ptrace(PTRACE_SETOPTIONS, pid, NULL, (void *)(long)(PTRACE_O_TRACEEXIT | PTRACE_O_EXITKILL)))
     FAIL("PTRACE_SETOPTIONS: %s", strerror(errno));
