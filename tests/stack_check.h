@@ -292,9 +292,10 @@ static inline void run_child_postmortem(const char *name, child_result *out, pos
 
 /*
  * Returns 1 when the page at addr is a guard: a MADV_GUARD_INSTALL marker
- * (bit 58 of its /proc/self/pagemap entry, reported since Linux 6.14) or a
- * PROT_NONE mapping (the mprotect fallback). Returns 0 otherwise and -1 when
- * neither source can be read.
+ * (bit 58 of its /proc/self/pagemap entry, which the kernel reports since
+ * commit 8e2f2aeb8b48 "fs/proc/task_mmu: add guard region bit to pagemap")
+ * or a PROT_NONE mapping (the mprotect fallback). Returns 0 otherwise and -1
+ * when neither source can be read.
  */
 static inline int guard_installed(int pagemap_fd, uintptr_t addr) {
   uint64_t entry = 0;

@@ -41,7 +41,9 @@ static goro_memstats read_stats(void) {
 }
 
 /* Returns how many of the GUARD_PAGES pages below lo /proc/self/pagemap
- * marks as guard pages (bit 58, reported since Linux 6.14). */
+ * marks as guard pages (bit 58).
+ * NOTE: kernels that have MADV_GUARD_INSTALL but predate the pagemap guard
+ * bit (kernel commit 8e2f2aeb8b48) report 0 here for real guards. */
 static int guard_pages_marked(int pagemap_fd, uintptr_t lo) {
   uint64_t entries[GUARD_PAGES];
   off_t offset = (off_t)((lo - GUARD_BYTES) / PAGE_BYTES * sizeof entries[0]);
