@@ -155,7 +155,7 @@ build/examples/%: examples/%.c build/libgoro.a
 # Boost.Context and threads peers and writes docs/benchmarks-results.md
 # (docs/benchmarks.md explains each one). BENCH=group[,group...] runs only
 # those groups (spawn rss pingpong growth thrash alloc); ROUNDS=n sets the
-# number of rounds (default 3).
+# number of rounds (default 5).
 BENCH_BIN     := build/bench
 BENCH_GORO    := $(patsubst bench/goro/%.c,$(BENCH_BIN)/goro/%,$(wildcard bench/goro/*.c))
 BENCH_THREADS := $(patsubst bench/threads/%.c,$(BENCH_BIN)/threads/%,$(wildcard bench/threads/*.c))
