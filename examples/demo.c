@@ -807,6 +807,11 @@ static task_result run_task_then_gc(worker_channels *ch, int kind, policy_run *r
   if (run && r.resident_before < *last_resident)
     run->shrinks_seen++;
   *last_resident = r.resident_after;
+
+  /* A shrink cycle skips goroutines that are not parked, and the worker is
+   * still on its way from the send of its result to its next receive. The
+   * sleep lets it park first. */
+  goro_sleep(20 * 1000);
   goro_gc();
   return r;
 }
