@@ -119,7 +119,9 @@ GORO_API int goro_worker_index(void);
  */
 GORO_API size_t goro_stack_remaining(void);
 
-/* Stack bounds of the calling goroutine: [*lo, *hi) usable, guard below lo. */
+/* Stack bounds of the calling goroutine's slot: the stack grows down from hi
+ * to lo, the guard lies below lo, and the top 256 bytes below hi hold the
+ * goroutine's descriptor. */
 GORO_API int goro_stack_bounds(uintptr_t *lo, uintptr_t *hi);
 
 /* ---- Settings --------------------------------------------------------- */

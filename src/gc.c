@@ -1,18 +1,19 @@
 /*
  * gc.c: stack shrink cycles, the stack policy and adaptive starting size.
  *
- * A cycle (goro_gc, or the monitor thread every gc_period_ns) walks the
- * slots of every size class in batches of BATCH_SLOTS. For one batch it
+ * A cycle (goro_gc, or the monitor thread every gc_period_ns) visits the
+ * slots on the worklist: a bit per slot, set when its goroutine parks (it
+ * may have grown) and kept while its stack spans more than a page (it may
+ * shrink later), so goroutines that sleep on one page cost nothing. For the
+ * 64 slots of one worklist word it
  *
- *   1. asks mincore which pages of the batch are resident, to find the
- *      slots whose top page (the goroutine descriptor) is resident;
- *   2. suspends each parked goroutine among them (WAITING -> SCANNING);
- *   3. asks mincore again, now that the suspended stacks cannot change,
- *      and sets each one's span exactly (this is where growth between parks
- *      is seen);
- *   4. applies the shrink rule and releases the chosen ranges in one
+ *   1. suspends each parked goroutine among them (WAITING -> SCANNING);
+ *   2. asks mincore which of their pages are resident, now that the
+ *      suspended stacks cannot change, and sets each one's span exactly
+ *      (this is where growth between parks is seen);
+ *   3. applies the shrink rule and releases the chosen ranges in one
  *      batched madvise;
- *   5. resumes the goroutines (SCANNING -> WAITING).
+ *   4. resumes the goroutines (SCANNING -> WAITING).
  *
  * A goroutine is suspended only for its own batch, and a waker that finds
  * it SCANNING spins until step 5, so no pause grows with the number of
@@ -45,7 +46,6 @@
 #define MADV_FREE 8
 #endif
 
-#define BATCH_SLOTS 64
 #define DEFAULT_HYSTERESIS 4
 #define DEFAULT_GC_PERIOD_NS ((int64_t)1000 * 1000 * 1000)
 
@@ -113,8 +113,8 @@ int goro_set_stack_policy(const goro_stack_policy *policy) {
 
 typedef struct cycle_totals {
   uint64_t released;  /* bytes */
-  uint64_t used_sum;  /* bytes in use at the saved sp, over scanned goroutines */
   uint64_t scanned;
+  uint64_t peaks[GORO_STACK_HIST_BUCKETS]; /* scanned goroutines by peak span bucket */
 } cycle_totals;
 
 static goro__g *descriptor_of(uintptr_t top) {
@@ -187,7 +187,7 @@ static void visit(goro__g *g, uintptr_t lowest, uint64_t cycle, cycle_totals *to
   else if (lowest > g->committed_lo)
     goro__span_set(NULL, g, lowest, GORO__SPAN_ADJUST);
 
-  totals->used_sum += g->slot.top - ((uintptr_t)g->ctx.sp & ~(GORO__PAGE_SIZE - 1));
+  totals->peaks[goro__span_bucket(g->peak_used)]++;
   totals->scanned++;
 
   uintptr_t target = shrink_target(g, cycle);
@@ -212,7 +212,8 @@ static goro__g *try_suspend(uintptr_t top) {
   return g;
 }
 
-static void release_and_resume(goro__g **suspended, size_t nsuspended, struct iovec *releases,
+static void release_and_resume(goro__g *const *suspended, size_t nsuspended,
+                               struct iovec *releases,
                                size_t nreleases) {
   if (nreleases)
     goro__stack_release_ranges(releases, nreleases,
@@ -225,113 +226,131 @@ static void release_and_resume(goro__g **suspended, size_t nsuspended, struct io
 #define VEC_PAGES ((size_t)64 << 10)
 static unsigned char vec[VEC_PAGES];
 
-static void scan_batch(uintptr_t region, uintptr_t slot_size, uint64_t first, uint64_t count,
-                       uint64_t cycle, cycle_totals *totals) {
-  goro__g *suspended[BATCH_SLOTS];
-  struct iovec releases[BATCH_SLOTS];
-  size_t nsuspended = 0, nreleases = 0;
-  uintptr_t base = region + first * slot_size;
-  uintptr_t pages_per_slot = slot_size / GORO__PAGE_SIZE;
-
-  /* Suspend the parked goroutines whose descriptor page is resident:
-   * reading a non-resident descriptor would fault in a zero page. */
-  if (mincore((void *)base, count * slot_size, vec) != 0)
-    return;
-  for (uint64_t i = 0; i < count; i++) {
-    goro__g *g;
-    if ((vec[(i + 1) * pages_per_slot - 1] & 1) && (g = try_suspend(base + (i + 1) * slot_size)))
-      suspended[nsuspended++] = g;
-  }
-  if (nsuspended == 0)
-    return;
-
-  /* Now the suspended stacks cannot change: read them again, exactly. */
-  if (mincore((void *)base, count * slot_size, vec) == 0) {
-    for (size_t k = 0; k < nsuspended; k++) {
-      goro__g *g = suspended[k];
-      unsigned char *pages = vec + (g->slot.base - base) / GORO__PAGE_SIZE;
-      uintptr_t lowest = g->slot.top - GORO__PAGE_SIZE;
-      for (uintptr_t pg = GORO__GUARD_SIZE / GORO__PAGE_SIZE; pg < pages_per_slot; pg++) {
-        if (pages[pg] & 1) {
-          lowest = g->slot.base + pg * GORO__PAGE_SIZE;
-          break;
-        }
-      }
-      visit(g, lowest, cycle, totals, releases, &nreleases);
-    }
-  }
-  release_and_resume(suspended, nsuspended, releases, nreleases);
-}
-
-/* A slot too large for one mincore vector: visited alone, its span found
+/* Finds the lowest resident page of a suspended goroutine's stack,
  * VEC_PAGES pages at a time from the bottom. */
-static void scan_large_slot(uintptr_t base, uintptr_t slot_size, uint64_t cycle,
-                            cycle_totals *totals) {
-  uintptr_t top = base + slot_size;
-  struct iovec release;
-  size_t nreleases = 0;
-  goro__g *g;
+static uintptr_t lowest_resident(const goro__g *g) {
+  uintptr_t lowest = g->slot.top - GORO__PAGE_SIZE;
 
-  if (mincore((void *)(top - GORO__PAGE_SIZE), GORO__PAGE_SIZE, vec) != 0 || !(vec[0] & 1))
-    return;
-  if (!(g = try_suspend(top)))
-    return;
-
-  uintptr_t lowest = top - GORO__PAGE_SIZE;
   for (uintptr_t at = g->slot.lo; at < lowest;) {
     size_t pages = (lowest - at) / GORO__PAGE_SIZE;
     if (pages > VEC_PAGES)
       pages = VEC_PAGES;
     if (mincore((void *)at, pages * GORO__PAGE_SIZE, vec) != 0)
       break;
-    size_t pg = 0;
-    while (pg < pages && !(vec[pg] & 1))
-      pg++;
-    if (pg < pages) {
-      lowest = at + pg * GORO__PAGE_SIZE;
-      break;
-    }
+    for (size_t pg = 0; pg < pages; pg++)
+      if (vec[pg] & 1)
+        return at + pg * GORO__PAGE_SIZE;
     at += pages * GORO__PAGE_SIZE;
   }
-  visit(g, lowest, cycle, totals, &release, &nreleases);
-  release_and_resume(&g, 1, &release, nreleases);
+  return lowest;
+}
+
+/* Visits the goroutines of the 64 slots behind one worklist word. */
+static void scan_word(int cls, uintptr_t region, uintptr_t slot_size, uint64_t carved,
+                      uint64_t word_index, uint64_t cycle, cycle_totals *totals) {
+  uint64_t *word = &goro__stack_visit_words(cls)[word_index];
+  uint64_t bits = __atomic_exchange_n(word, 0, __ATOMIC_ACQ_REL);
+  goro__g *suspended[64];
+  struct iovec releases[64];
+  size_t nsuspended = 0, nreleases = 0;
+  uint64_t keep = 0;
+
+  /* Goroutines not parked right now are skipped: they set their bit again
+   * when they park. */
+  for (int bit = 0; bits && bit < 64; bit++) {
+    uint64_t index = word_index * 64 + (uint64_t)bit;
+    if (!(bits & ((uint64_t)1 << bit)) || index >= carved)
+      continue;
+    goro__g *g = try_suspend(region + (index + 1) * slot_size);
+    if (g)
+      suspended[nsuspended++] = g;
+  }
+  if (nsuspended == 0)
+    return;
+
+  /* The suspended stacks cannot change now: read their exact spans, with
+   * one mincore for the whole word when the vector holds it. */
+  uintptr_t pages_per_slot = slot_size / GORO__PAGE_SIZE;
+  uintptr_t base = region + word_index * 64 * slot_size;
+  bool one_call = 64 * pages_per_slot <= VEC_PAGES &&
+                  mincore((void *)base, 64 * slot_size, vec) == 0;
+  for (size_t k = 0; k < nsuspended; k++) {
+    goro__g *g = suspended[k];
+    uintptr_t lowest;
+    if (one_call) {
+      const unsigned char *pages = vec + (g->slot.base - base) / GORO__PAGE_SIZE;
+      uintptr_t pg = GORO__GUARD_SIZE / GORO__PAGE_SIZE;
+      while (pg < pages_per_slot - 1 && !(pages[pg] & 1))
+        pg++;
+      lowest = g->slot.base + pg * GORO__PAGE_SIZE;
+    } else {
+      lowest = lowest_resident(g);
+    }
+    visit(g, lowest, cycle, totals, releases, &nreleases);
+
+    /* Keep watching a stack that can still shrink or has a probe out. */
+    if (g->slot.top - g->committed_lo > GORO__PAGE_SIZE || g->probe_page)
+      keep |= (uint64_t)1 << (g->slot_index % 64);
+  }
+  release_and_resume(suspended, nsuspended, releases, nreleases);
+  if (keep)
+    __atomic_fetch_or(word, keep, __ATOMIC_RELEASE);
+}
+
+/* Adaptive start. Go 1.19 starts new goroutines at the mean stack use of
+ * the goroutines its last GC scanned. In a bimodal mix, a minority of deep
+ * goroutines then raises every shallow goroutine's start. goro takes the
+ * median instead, over the deepest use seen (at parks and growth) of the
+ * goroutines that exited since the last cycle and of the parked ones this
+ * cycle visited, as a power of two. Committed but unused start pages do not
+ * count, so the start cannot feed on itself. The start then fits at least
+ * half of recent goroutines, and the deep few grow as from one page. */
+static void update_start_size(const cycle_totals *totals) {
+  uint64_t counts[GORO_STACK_HIST_BUCKETS];
+  uint64_t total = 0;
+
+  for (int b = 0; b < GORO_STACK_HIST_BUCKETS; b++) {
+    counts[b] = totals->peaks[b];
+    for (int i = 0; goro__allp && i < goro__nprocs; i++)
+      counts[b] += __atomic_exchange_n(&goro__allp[i].stats.exit_peaks[b], 0, __ATOMIC_RELAXED);
+    counts[b] += __atomic_exchange_n(&goro__global_stats.exit_peaks[b], 0, __ATOMIC_RELAXED);
+    total += counts[b];
+  }
+  if (!goro__pol.adaptive_start) {
+    __atomic_store_n(&goro__start_size, GORO__PAGE_SIZE, __ATOMIC_RELAXED);
+    return;
+  }
+  if (total == 0)
+    return;
+
+  uint64_t seen = 0;
+  for (int b = 0; b < GORO_STACK_HIST_BUCKETS; b++) {
+    seen += counts[b];
+    if (2 * seen >= total) {
+      __atomic_store_n(&goro__start_size, GORO__PAGE_SIZE << b, __ATOMIC_RELAXED);
+      return;
+    }
+  }
 }
 
 /* Runs one cycle over every class. Caller holds cycle_lock. */
 static cycle_totals run_cycle(void) {
-  cycle_totals totals = {0, 0, 0};
+  cycle_totals totals;
+
+  memset(&totals, 0, sizeof totals);
   uint64_t cycle = __atomic_add_fetch(&goro__gc_cycle, 1, __ATOMIC_RELAXED);
 
   for (int cls = 0; cls < GORO__NUM_CLASSES; cls++) {
     uintptr_t region, slot_size;
     uint64_t carved;
     goro__stack_class_layout(cls, &region, &slot_size, &carved);
-
-    uint64_t batch = VEC_PAGES / (slot_size / GORO__PAGE_SIZE);
-    if (batch > BATCH_SLOTS)
-      batch = BATCH_SLOTS;
-    for (uint64_t first = 0; first < carved; first += batch ? batch : 1) {
-      if (batch == 0) {
-        scan_large_slot(region + first * slot_size, slot_size, cycle, &totals);
-        continue;
-      }
-      uint64_t count = carved - first < batch ? carved - first : batch;
-      scan_batch(region, slot_size, first, count, cycle, &totals);
-    }
+    uint64_t *words = goro__stack_visit_words(cls);
+    for (uint64_t w = 0; w < (carved + 63) / 64; w++)
+      if (__atomic_load_n(&words[w], __ATOMIC_RELAXED))
+        scan_word(cls, region, slot_size, carved, w, cycle, &totals);
   }
 
-  /* Go 1.19's adaptive start: the average used stack of this cycle,
-   * rounded up to a power of two. */
-  if (goro__pol.adaptive_start && totals.scanned) {
-    uint64_t average = totals.used_sum / totals.scanned;
-    uint64_t size = GORO__PAGE_SIZE;
-    while (size < average)
-      size <<= 1;
-    __atomic_store_n(&goro__start_size, size, __ATOMIC_RELAXED);
-  } else if (!goro__pol.adaptive_start) {
-    __atomic_store_n(&goro__start_size, GORO__PAGE_SIZE, __ATOMIC_RELAXED);
-  }
-
+  update_start_size(&totals);
   goro__pool_cycle();
   __atomic_add_fetch(&goro__gc_cycles_done, 1, __ATOMIC_RELAXED);
   return totals;

@@ -444,6 +444,7 @@ static void *sysmon_main(void *arg) {
     /* Give back warm stack memory above the bound, an eighth of the excess
      * per tick, so that a burst's slots are reused if another burst comes
      * and released within about a second if not. */
+    goro__stack_trim();
     uint64_t warm = goro__stack_warm_bytes();
     if (warm > GORO__WARM_BOUND) {
       uint64_t excess = warm - GORO__WARM_BOUND;
@@ -603,6 +604,7 @@ static void destroy_g(goro__p *p, goro__g *g) {
   goro__slot slot = g->slot;
 
   slot.resident_lo = g->committed_lo;
+  goro__stack_mark_visit(slot.cls, g->slot_index, false);
   goro__span_set(p, g, g->committed_lo, GORO__SPAN_EXIT);
   if (goro__tracing)
     goro__trace_event_exit(g);
@@ -610,7 +612,12 @@ static void destroy_g(goro__p *p, goro__g *g) {
   g->magic = 0;
   g->state = GORO__G_DEAD;
   goro__san_fiber_destroy(g->san_fiber);
-  goro__san_forget_stack(slot.lo, slot.top - slot.lo);
+#ifdef GORO__ASAN
+  /* Clearing the shadow of a whole 64 GiB slot would take seconds; only
+   * pages the goroutine touched can carry its redzones. */
+  uintptr_t touched = goro__stack_lowest_touched(&slot, g->committed_lo);
+  goro__san_forget_stack(touched, slot.top - touched);
+#endif
   goro__stack_free(p, &slot);
 }
 
@@ -635,7 +642,11 @@ static void execute(goro__m *m, goro__g *g) {
   switch (m->after) {
   case GORO__AFTER_PARK:
     goro__account_sp(m->p, g, (uintptr_t)g->ctx.sp);
+    /* WAITING first: a cycle that takes the worklist bit must find the
+     * goroutine suspendable, or the bit would be lost until the next park.
+     * No waker can see g before after_fn runs below. */
     __atomic_store_n(&g->state, GORO__G_WAITING, __ATOMIC_RELEASE);
+    goro__stack_mark_visit(g->slot.cls, g->slot_index, true);
     if (m->after_fn)
       m->after_fn(g, m->after_arg);
     break;
@@ -725,10 +736,13 @@ static int64_t spawn(goro_fn fn, void *arg, size_t max_stack, size_t hint) {
   g->fn = fn;
   g->arg = arg;
   g->slot = slot;
+  g->slot_index = goro__stack_slot_index(&slot);
+  g->home = p ? &p->stats : &goro__global_stats;
   g->committed_lo = slot.top;
   g->max_stack = slot.top - slot.lo;
   g->timer_index = -1;
   g->hold = goro__pol.hysteresis;
+  g->peak_used = GORO__PAGE_SIZE;
   g->last_growth_cycle = __atomic_load_n(&goro__gc_cycle, __ATOMIC_RELAXED);
   g->san_fiber = goro__san_fiber_create();
   goro__ctx_make(&g->ctx, (void *)(g_addr & ~(uintptr_t)15), goroutine_entry, g);

@@ -63,8 +63,10 @@ typedef struct goro__g {
   int saved_errno;
   int is_main;
   goro__slot slot;
+  uint64_t slot_index;       /* index of the slot in its class */
   uintptr_t committed_lo;    /* lowest page known committed */
   uintptr_t peak_span;       /* largest span seen, bytes */
+  uintptr_t peak_used;       /* deepest use seen (parks, growth), bytes */
   uint64_t growths;          /* times the observed span grew */
   uint64_t shrinks;          /* times a cycle shrank the span */
   uint64_t last_growth_cycle;/* gc cycle count when growth was last seen */
@@ -74,6 +76,7 @@ typedef struct goro__g {
   uint64_t probe_word;
   uint32_t hold;             /* cycles a grown stack is kept (grows on thrash) */
   int hist_bucket;           /* histogram bucket its span is counted in */
+  struct goro__pstats *home; /* counters that hold its histogram entry */
   uintptr_t max_stack;       /* usable bytes: slot.top - slot.lo */
   int64_t when;              /* wake time of a sleeping goroutine, ns */
   int64_t timer_index;       /* position in the timer heap, -1 if none */
@@ -83,8 +86,12 @@ typedef struct goro__g {
 
 enum goro__after { GORO__AFTER_NONE, GORO__AFTER_PARK, GORO__AFTER_YIELD, GORO__AFTER_EXIT };
 
-/* Per-P counters. Signed because a goroutine can exit on another P than the
- * one it was spawned on; only the sum over all Ps is meaningful. */
+/* Per-P counters. A goroutine's histogram entry stays in the counters of the
+ * P that spawned it (g->home), wherever it runs later, so each bucket sees
+ * its +1 before its -1 and a reader never finds a bucket negative. The other
+ * counters go to whichever P does the work and only their sum is meaningful;
+ * stack_cache and slots_cached are signed because a slot can be cached by
+ * one P and taken by another. */
 typedef struct goro__pstats {
   int64_t hist_count[GORO_STACK_HIST_BUCKETS]; /* live goroutines by span */
   int64_t hist_bytes[GORO_STACK_HIST_BUCKETS]; /* their spans: sums to stack_inuse */
@@ -95,6 +102,7 @@ typedef struct goro__pstats {
   uint64_t pages_released;
   uint64_t growths;
   uint64_t shrinks;
+  uint64_t exit_peaks[GORO_STACK_HIST_BUCKETS]; /* exits since the last cycle, by peak span */
 } goro__pstats;
 
 typedef struct goro__cached_slot {
@@ -160,6 +168,9 @@ enum goro__span_event {
   GORO__SPAN_EXIT,   /* exited: no longer counted */
 };
 void goro__span_set(goro__p *p, goro__g *g, uintptr_t new_lo, enum goro__span_event event);
+
+/* Histogram bucket of a span: the smallest i with span <= 4096 << i. */
+int goro__span_bucket(uintptr_t span);
 
 /* Stack accounting at a park: growth if sp is below the known span. */
 void goro__account_sp(goro__p *p, goro__g *g, uintptr_t sp);

@@ -6,9 +6,12 @@
  *   until goro__stack_fini unmaps the arena; its guard stays installed
  *   (MADV_DONTNEED leaves guard markers in place).
  * - A slot on a class free list has no resident stack pages.
- * - A slot in a P's cache or on a class warm list has resident pages in
- *   [resident_lo, top) as far as goro observed; in a P's cache
- *   top - resident_lo <= GORO__CACHE_KEEP.
+ * - A slot in a P's cache or on a class's untrimmed list has resident
+ *   pages in [resident_lo, top) as far as goro observed, and may have more
+ *   below if its goroutine went deeper between parks; in a P's cache
+ *   top - resident_lo <= GORO__CACHE_KEEP. The monitor thread trims
+ *   untrimmed slots to [resident_lo, top) and moves them to the warm list,
+ *   whose slots have no resident page below resident_lo.
  * - Freeing a slot makes no system call. Releasing pages costs a TLB
  *   shootdown on every CPU the process runs on (1.5 us a call measured on
  *   a 2-vCPU VM), so the monitor thread releases warm slots in batches of
@@ -59,7 +62,10 @@ typedef struct stack_class {
   uint64_t guarded_upto; /* slots [0, guarded_upto) have a guard */
   uint32_t *free;       /* indices of released slots */
   uint64_t free_count, free_cap;
-  warm_slot *warm;      /* freed slots whose top pages are still resident */
+  warm_slot *warm;      /* freed slots trimmed to their known span */
+  warm_slot *untrimmed; /* freed slots that may hold pages below their span */
+  uint64_t untrimmed_count;
+  uint64_t *visit;      /* bit i: slot i holds a goroutine a cycle should visit */
   uint64_t warm_count;  /* the warm array has free_cap entries too */
 } stack_class;
 
@@ -168,6 +174,14 @@ int goro__stack_init(void) {
     sc->capacity = arena.region_size / sc->slot_size;
     if (sc->capacity > UINT32_MAX)
       sc->capacity = UINT32_MAX;
+    /* Reserved, not committed: only the words of carved slots get pages. */
+    void *bits = mmap(NULL, (sc->capacity + 63) / 64 * sizeof(uint64_t),
+                      PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (bits == MAP_FAILED) {
+      goro__stack_fini();
+      return GORO_ENOMEM;
+    }
+    sc->visit = bits;
   }
   choose_guard_mode();
   return 0;
@@ -175,8 +189,12 @@ int goro__stack_init(void) {
 
 void goro__stack_fini(void) {
   for (int c = 0; c < GORO__NUM_CLASSES; c++) {
-    free(arena.classes[c].free);
-    free(arena.classes[c].warm);
+    stack_class *sc = &arena.classes[c];
+    free(sc->free);
+    free(sc->warm);
+    free(sc->untrimmed);
+    if (sc->visit)
+      munmap(sc->visit, (sc->capacity + 63) / 64 * sizeof(uint64_t));
   }
   if (arena.pidfd >= 0)
     close(arena.pidfd);
@@ -246,6 +264,10 @@ static int carve_batch(stack_class *sc) {
     if (!warm)
       return GORO_ENOMEM;
     sc->warm = warm;
+    warm = realloc(sc->untrimmed, cap * sizeof *warm);
+    if (!warm)
+      return GORO_ENOMEM;
+    sc->untrimmed = warm;
     sc->free_cap = cap;
   }
 
@@ -307,8 +329,8 @@ int goro__stack_alloc(goro__p *p, int cls, goro__slot *out) {
 
   stack_class *sc = &arena.classes[cls];
   goro__spin_lock(&sc->lock);
-  if (sc->warm_count) {
-    warm_slot w = sc->warm[--sc->warm_count];
+  if (sc->warm_count || sc->untrimmed_count) {
+    warm_slot w = sc->warm_count ? sc->warm[--sc->warm_count] : sc->untrimmed[--sc->untrimmed_count];
     goro__spin_unlock(&sc->lock);
     slot_from_index(cls, w.index, out);
     out->resident_lo = out->top - (uintptr_t)w.span_pages * GORO__PAGE_SIZE;
@@ -379,7 +401,7 @@ void goro__stack_free(goro__p *p, goro__slot *slot) {
   };
   goro__spin_lock(&sc->lock);
   /* free_cap >= carved always holds (see carve_batch), so this is in bounds. */
-  sc->warm[sc->warm_count++] = w;
+  sc->untrimmed[sc->untrimmed_count++] = w;
   goro__spin_unlock(&sc->lock);
   __atomic_fetch_add(&arena.warm_bytes, span, __ATOMIC_RELAXED);
 }
@@ -422,6 +444,8 @@ static uint64_t release_warm_batch(stack_class *sc) {
   size_t n = 0;
 
   goro__spin_lock(&sc->lock);
+  while (n < CARVE_BATCH_MAX && sc->untrimmed_count)
+    batch[n++] = sc->untrimmed[--sc->untrimmed_count];
   while (n < CARVE_BATCH_MAX && sc->warm_count)
     batch[n++] = sc->warm[--sc->warm_count];
   goro__spin_unlock(&sc->lock);
@@ -453,12 +477,53 @@ uint64_t goro__stack_scavenge(uint64_t bound, uint64_t max_bytes) {
     stack_class *sc = &arena.classes[c];
     while (__atomic_load_n(&arena.warm_bytes, __ATOMIC_RELAXED) > bound && released < max_bytes) {
       uint64_t bytes = release_warm_batch(sc);
-      if (bytes == 0 && !__atomic_load_n(&sc->warm_count, __ATOMIC_RELAXED))
+      if (bytes == 0 && !__atomic_load_n(&sc->warm_count, __ATOMIC_RELAXED) &&
+          !__atomic_load_n(&sc->untrimmed_count, __ATOMIC_RELAXED))
         break;
       released += bytes;
     }
   }
   return released;
+}
+
+uint64_t goro__stack_trim(void) {
+  uint64_t trimmed = 0;
+
+  for (int c = 0; c < GORO__NUM_CLASSES; c++) {
+    stack_class *sc = &arena.classes[c];
+    warm_slot batch[CARVE_BATCH_MAX];
+    struct iovec iov[CARVE_BATCH_MAX];
+    size_t n = 0, ranges = 0;
+
+    if (!__atomic_load_n(&sc->untrimmed_count, __ATOMIC_RELAXED))
+      continue;
+    /* Off the list while trimming: a spawn must not take a slot whose
+     * pages are being released. */
+    goro__spin_lock(&sc->lock);
+    while (n < CARVE_BATCH_MAX && sc->untrimmed_count)
+      batch[n++] = sc->untrimmed[--sc->untrimmed_count];
+    goro__spin_unlock(&sc->lock);
+
+    for (size_t i = 0; i < n; i++) {
+      uintptr_t lo = sc->region + batch[i].index * sc->slot_size + GORO__GUARD_SIZE;
+      uintptr_t keep_lo = sc->region + (batch[i].index + 1) * sc->slot_size -
+                          (uintptr_t)batch[i].span_pages * GORO__PAGE_SIZE;
+      if (keep_lo > lo) {
+        iov[ranges].iov_base = (void *)lo;
+        iov[ranges].iov_len = keep_lo - lo;
+        ranges++;
+      }
+    }
+    if (ranges)
+      goro__stack_release_ranges(iov, ranges, MADV_DONTNEED);
+
+    goro__spin_lock(&sc->lock);
+    for (size_t i = 0; i < n; i++)
+      sc->warm[sc->warm_count++] = batch[i];
+    goro__spin_unlock(&sc->lock);
+    trimmed += n;
+  }
+  return trimmed;
 }
 
 uint64_t goro__stack_warm_bytes(void) { return __atomic_load_n(&arena.warm_bytes, __ATOMIC_RELAXED); }
@@ -544,4 +609,47 @@ uint64_t goro__stack_drain_caches(goro__p *allp, int nprocs) {
   }
   released += goro__stack_scavenge(0, UINT64_MAX);
   return released;
+}
+
+uint64_t goro__stack_slot_index(const goro__slot *slot) {
+  stack_class *sc = &arena.classes[slot->cls];
+  return (slot->base - sc->region) / sc->slot_size;
+}
+
+uint64_t *goro__stack_visit_words(int cls) { return arena.classes[cls].visit; }
+
+void goro__stack_mark_visit(uint32_t cls, uint64_t index, bool visit) {
+  uint64_t *word = &arena.classes[cls].visit[index / 64];
+  uint64_t bit = (uint64_t)1 << (index % 64);
+
+  if (visit) {
+    if (!(__atomic_load_n(word, __ATOMIC_RELAXED) & bit))
+      __atomic_fetch_or(word, bit, __ATOMIC_RELAXED);
+  } else {
+    __atomic_fetch_and(word, ~bit, __ATOMIC_RELAXED);
+  }
+}
+
+uintptr_t goro__stack_lowest_touched(const goro__slot *slot, uintptr_t from) {
+  unsigned char vec[256];
+  uintptr_t low = from;
+
+  /* Walk down a chunk at a time while chunks still hold resident pages:
+   * stacks are touched from the top, so the first empty chunk ends it. */
+  while (low > slot->lo) {
+    uintptr_t chunk = (low - slot->lo) / GORO__PAGE_SIZE;
+    if (chunk > sizeof vec)
+      chunk = sizeof vec;
+    uintptr_t at = low - chunk * GORO__PAGE_SIZE;
+    if (mincore((void *)at, chunk * GORO__PAGE_SIZE, vec) != 0)
+      break;
+    uintptr_t found = 0;
+    for (uintptr_t i = 0; i < chunk && !found; i++)
+      if (vec[i] & 1)
+        found = at + i * GORO__PAGE_SIZE;
+    if (!found)
+      break;
+    low = found;
+  }
+  return low;
 }

@@ -70,12 +70,24 @@ void goro__stack_free(struct goro__p *p, goro__slot *slot);
 uint64_t goro__stack_scavenge(uint64_t bound, uint64_t max_bytes);
 uint64_t goro__stack_warm_bytes(void);
 
+/* Releases the pages freed slots may hold below their known span (deep
+ * excursions between parks), up to 512 slots per class per call, in
+ * batched madvise calls. Returns the slots trimmed. Monitor thread only. */
+uint64_t goro__stack_trim(void);
+
 /* Empties every P's slot cache and all warm lists, releasing their pages. */
 uint64_t goro__stack_drain_caches(struct goro__p *allp, int nprocs);
 
 /* Applies madvise advice to each range, batched through process_madvise. */
 struct iovec;
 void goro__stack_release_ranges(struct iovec *ranges, size_t n, int advice);
+
+/* The shrink cycle's worklist: one bit per slot of a class, set when the
+ * goroutine in it parks or keeps more than one page, cleared by the cycle
+ * once there is nothing to watch and when the goroutine exits. */
+uint64_t goro__stack_slot_index(const goro__slot *slot);
+uint64_t *goro__stack_visit_words(int cls);
+void goro__stack_mark_visit(uint32_t cls, uint64_t index, bool visit);
 
 /* Where class cls's slots are: slot i starts at region + i * slot_size. */
 void goro__stack_class_layout(int cls, uintptr_t *region, uintptr_t *slot_size, uint64_t *carved);
@@ -85,6 +97,10 @@ uintptr_t goro__stack_commit(goro__slot *slot, size_t bytes);
 
 /* Counts resident pages in [lo, hi) exactly (mincore). */
 uint64_t goro__stack_resident_pages(uintptr_t lo, uintptr_t hi, uintptr_t *lowest);
+
+/* Returns the lowest resident page at or below from, following resident
+ * chunks down the slot. */
+uintptr_t goro__stack_lowest_touched(const goro__slot *slot, uintptr_t from);
 
 /* Async-signal-safe: true when addr lies in a slot's guard region. */
 bool goro__stack_guard_lookup(uintptr_t addr, goro__guard_hit *hit);

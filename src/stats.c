@@ -21,7 +21,7 @@
 #include "sched.h"
 #include "trace.h"
 
-static int span_bucket(uintptr_t span) {
+int goro__span_bucket(uintptr_t span) {
   uintptr_t pages = span / GORO__PAGE_SIZE;
   int bucket = 0;
 
@@ -64,24 +64,29 @@ void goro__span_set(goro__p *p, goro__g *g, uintptr_t new_lo, enum goro__span_ev
   uintptr_t old_span = top - g->committed_lo;
   uintptr_t new_span = top - new_lo;
 
+  goro__pstats *home = g->home;
   if (event != GORO__SPAN_NEW) {
-    GORO__STAT_ADD(p, hist_count[g->hist_bucket], -1);
-    GORO__STAT_ADD(p, hist_bytes[g->hist_bucket], -(int64_t)old_span);
+    __atomic_fetch_sub(&home->hist_count[g->hist_bucket], 1, __ATOMIC_RELAXED);
+    __atomic_fetch_sub(&home->hist_bytes[g->hist_bucket], (int64_t)old_span, __ATOMIC_RELAXED);
   }
   if (event == GORO__SPAN_EXIT) {
+    /* What the goroutine needed, for the adaptive starting size. */
+    GORO__STAT_ADD(p, exit_peaks[goro__span_bucket(g->peak_used)], 1);
     goro__trace_stack(g, 0);
     return;
   }
   g->committed_lo = new_lo;
-  g->hist_bucket = span_bucket(new_span);
-  GORO__STAT_ADD(p, hist_count[g->hist_bucket], 1);
-  GORO__STAT_ADD(p, hist_bytes[g->hist_bucket], (int64_t)new_span);
+  g->hist_bucket = goro__span_bucket(new_span);
+  __atomic_fetch_add(&home->hist_count[g->hist_bucket], 1, __ATOMIC_RELAXED);
+  __atomic_fetch_add(&home->hist_bytes[g->hist_bucket], (int64_t)new_span, __ATOMIC_RELAXED);
   if (new_span > g->peak_span)
     g->peak_span = new_span;
 
   uint64_t cycle = __atomic_load_n(&goro__gc_cycle, __ATOMIC_RELAXED);
   switch (event) {
   case GORO__SPAN_GROW:
+    if (new_span > g->peak_used)
+      g->peak_used = new_span;
     GORO__STAT_ADD(p, growths, 1);
     GORO__STAT_ADD(p, pages_committed, (new_span - old_span) / GORO__PAGE_SIZE);
     g->growths++;
@@ -115,6 +120,8 @@ void goro__span_set(goro__p *p, goro__g *g, uintptr_t new_lo, enum goro__span_ev
 void goro__account_sp(goro__p *p, goro__g *g, uintptr_t sp) {
   uintptr_t lo = sp & ~(GORO__PAGE_SIZE - 1);
 
+  if (g->slot.top - lo > g->peak_used)
+    g->peak_used = g->slot.top - lo;
   if (lo < g->committed_lo)
     goro__span_set(p, g, lo, GORO__SPAN_GROW);
 }
