@@ -130,8 +130,8 @@ def build_jobs():
 def measurements():
     m = []
 
-    def add(group, title, unit, rows, note=""):
-        m.append({"group": group, "title": title, "unit": unit, "rows": rows, "note": note})
+    def add(group, title, unit, rows, ratios=True):
+        m.append({"group": group, "title": title, "unit": unit, "rows": rows, "ratios": ratios})
 
     thr = "threads, 8 MiB stacks, N=10k"
     thr64 = "threads, 64 KiB stacks, N=10k"
@@ -200,12 +200,13 @@ def measurements():
                             ("warm", "warm: stack memory already resident")]:
         for size, size_text in [("8k", "8 KiB"), ("64k", "64 KiB"), ("1m", "1 MiB"),
                                 ("16m", "16 MiB")]:
+            # Warm costs near zero are noise, so their ratios are left out.
             add("growth", f"stack growth to {size_text}, {mode_text} (first call - second call)",
                 "us", [
                     ("goro", "goro_growth", f"{mode}_{size}_us"),
                     ("Go", "go_growth", f"{mode}_{size}_us"),
                     ("threads", "threads_growth", f"{mode}_{size}_us"),
-                ])
+                ], ratios=mode == "cold")
 
     for stat, text in [("deep_p50_us", "deep-task p50"), ("deep_p99_us", "deep-task p99")]:
         add("thrash", f"thrash {text}, shrinking off", "us", [
@@ -368,7 +369,7 @@ def evaluate(meas, results, rounds):
             row = {"label": label, "job": job, "key": key, "values": xs, "stats": summarize(xs)}
             if i == 0:
                 first = xs
-            else:
+            elif m["ratios"]:
                 # A ratio of a difference near zero (warm growth) means
                 # nothing, so only positive pairs get one.
                 ratios = [a / b if a is not None and b is not None and a > 0 and b > 0 else None
@@ -389,6 +390,17 @@ GROUP_TITLES = {
 }
 
 
+GROUP_NOTES = {
+    "spawn": "Threads run at N=10k, because this VM cannot hold 100k threads.",
+    "rss": "This group runs in the first round only, because its memory numbers "
+           "repeat to the byte; its spawn time at N=1M therefore has one sample.",
+    "growth": "goro and Go run with one worker thread; growth cost is the first "
+              "call's time minus the second's.",
+    "thrash": "One worker thread on both sides; 100 deep tasks per run.",
+    "alloc": "One worker thread on both sides.",
+}
+
+
 def print_terminal(meas, selected):
     for group in selected:
         print(f"\n== {GROUP_TITLES[group]}")
@@ -397,7 +409,7 @@ def print_terminal(meas, selected):
             for row in m["out"]:
                 s = row["stats"]
                 med = fmt(s[0]) if s else "n/a"
-                rng = f"{fmt(s[1])}-{fmt(s[2])}" if s else ""
+                rng = f"{fmt(s[1])} .. {fmt(s[2])}" if s else ""
                 ratio = ""
                 if "ratio" in row:
                     rr = row["ratio"]
@@ -586,6 +598,8 @@ def write_results(path, meas, selected, facts, rounds, wall_s, errors, plots):
             lines += [f"![{title}]({rel})", ""]
     for group in selected:
         lines += [f"## {GROUP_TITLES[group]}", ""]
+        if group in GROUP_NOTES:
+            lines += [GROUP_NOTES[group], ""]
         lines += markdown_tables(meas, group)
     with open(path, "w") as f:
         f.write("\n".join(lines).rstrip() + "\n")

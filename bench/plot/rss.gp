@@ -9,6 +9,7 @@ set logscale xy
 set xlabel "goroutines"
 set ylabel "MiB"
 set xtics ("10k" 10000, "100k" 100000, "300k" 300000, "1M" 1000000)
+set xrange [7000:1400000]
 set format y "%g"
 set grid
 set key top left
