@@ -5,6 +5,7 @@
 #   make test       builds and runs the whole test suite, including the
 #                   sanitizer builds (installs what it needs)
 #   make bench      runs the benchmark suite against Go, Boost.Context and threads
+#   make bench-policy  runs the stack-policy field cases (docs/stack-policy.md)
 #   make install    PREFIX=/usr/local by default
 #
 # BUILD=asan|ubsan|tsan selects a checking build in build-$(BUILD)/.
@@ -15,10 +16,12 @@ PREFIX  ?= /usr/local
 LIBDIR  ?= $(PREFIX)/lib
 INCDIR  ?= $(PREFIX)/include
 
+# cmpxchg16b for the 16-byte histogram cells (every x86-64 CPU since 2008).
+ARCHFLAGS := $(if $(filter x86_64,$(shell uname -m)),-mcx16)
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
 # -fstack-clash-protection makes every large frame probe its pages top-down,
 # so any frame that would jump over a guard touches it first.
-BASE    := -std=gnu11 -g -fPIC -fstack-clash-protection -fno-omit-frame-pointer $(WARN) -Iinclude -iquote src
+BASE    := -std=gnu11 -g -fPIC $(ARCHFLAGS) -fstack-clash-protection -fno-omit-frame-pointer $(WARN) -Iinclude -iquote src
 ifeq ($(BUILD),release)
   OUT   := build
   OPT   := -O2
@@ -85,6 +88,9 @@ tests: $(TEST_BIN)
 # larger than the guard does when no probe touches the guard first.
 STACK_TESTS := test_stack test_overflow test_cases_overflow test_cases_limits test_cases_guards
 $(patsubst %,$(OUT)/tests/%,$(STACK_TESTS)): tests/stack_check.h
+# The observability tests share tests/observe.h.
+OBSERVE_TESTS := test_stats test_debug test_trace
+$(patsubst %,$(OUT)/tests/%,$(OBSERVE_TESTS)): tests/observe.h
 FRAMES_OBJ := $(patsubst %,$(OUT)/tests/stack_frames_%.o,o0 o2 noprobe)
 $(OUT)/tests/stack_frames_o0.o: FRAMES_FLAGS := -O0
 $(OUT)/tests/stack_frames_o2.o: FRAMES_FLAGS := -O2
@@ -113,6 +119,17 @@ deps-demo:
 
 deps-bench:
 	@sh tools/install-deps.sh bench
+
+# promtool comes with Debian's prometheus package (37 packages, about
+# 100 MB), too large for deps-test. test_stats runs `promtool check
+# metrics` on goro's Prometheus exposition whenever promtool is installed;
+# this target installs it and runs that test.
+.PHONY: check-prometheus
+check-prometheus:
+	@sh tools/install-deps.sh prometheus
+	$(MAKE) BUILD=release lib $(OUT)/tests/test_stats
+	$(OUT)/tests/test_stats prometheus_exposition_is_valid
+	@echo "check-prometheus: the exposition parses and passes promtool check metrics"
 
 # -B rebuilds everything with -Werror even when an earlier plain `make` left
 # objects behind, so a warning can never hide in a stale object file.
@@ -185,6 +202,31 @@ $(BENCH_BIN)/threads/%: bench/threads/%.c bench/common.h
 $(BENCH_BIN)/boost/%: bench/boost/%.cpp bench/boost/common.hpp
 	@mkdir -p $(dir $@)
 	$(CXX) -std=c++17 -O2 -g -Wall -Wextra -Wshadow -o $@ $< -lboost_context
+
+# The cost of goro_read_memstats at 1,000 and 100,000 parked goroutines.
+.PHONY: bench-stats-read
+bench-stats-read: $(BENCH_BIN)/stats_read
+	$(BENCH_BIN)/stats_read
+
+$(BENCH_BIN)/stats_read: bench/stats_read.c build/libgoro.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< build/libgoro.a $(LIBS)
+
+# The stack-policy field cases F01-F07: one program per case in
+# bench/policy, each printing a result table and a PASS or FAIL line per
+# target. Every program runs even when an earlier one fails.
+BENCH_POLICY := $(patsubst bench/policy/%.c,$(BENCH_BIN)/policy/%,$(wildcard bench/policy/*.c))
+
+.PHONY: bench-policy
+bench-policy:
+	$(MAKE) BUILD=release lib $(BENCH_POLICY)
+	@status=0; for b in $(BENCH_POLICY); do $$b || status=1; echo; done; \
+	if [ $$status -ne 0 ]; then echo "bench-policy: some targets FAILED (see above)"; fi; \
+	exit $$status
+
+$(BENCH_BIN)/policy/%: bench/policy/%.c bench/policy/policy_bench.h build/libgoro.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< build/libgoro.a $(LIBS)
 
 install: lib
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCDIR) $(DESTDIR)$(LIBDIR)/pkgconfig

@@ -15,9 +15,10 @@
  * Threads: goro_run() turns the calling thread into the first worker and
  * returns when the main goroutine returns. Blocking calls (channel send and
  * receive, select, sleep, mutex, wait group) park the calling goroutine, never
- * its thread, and must be made from a goroutine; from any other thread they
- * return GORO_ENOTGORO. The non-blocking calls work from any thread while the
- * runtime runs.
+ * its thread. Made from outside a goroutine, a call that would have to wait
+ * returns GORO_ENOTGORO instead (one that can complete at once, such as a
+ * send into a buffer with room, succeeds). The non-blocking calls work from
+ * any thread while the runtime runs.
  */
 #ifndef GORO_H
 #define GORO_H
@@ -97,7 +98,9 @@ typedef struct goro_spawn_opts {
 GORO_API int64_t goro_spawn(goro_fn fn, void *arg);
 GORO_API int64_t goro_spawn_with(goro_fn fn, void *arg, const goro_spawn_opts *opts);
 
-/* Ends the calling goroutine. Called outside a goroutine it returns GORO_ENOTGORO. */
+/* Ends the calling goroutine; called from the main goroutine it ends
+ * goro_run as if main_fn had returned 0. Called outside a goroutine it
+ * returns GORO_ENOTGORO. */
 GORO_API int goro_exit(void);
 
 /* Lets other goroutines run. Returns 0, or GORO_ENOTGORO. */
@@ -177,14 +180,21 @@ GORO_API int goro_get_stack_policy(goro_stack_policy *out);
 GORO_API int goro_set_stack_policy(const goro_stack_policy *policy);
 
 /*
- * Runs one shrink cycle over every parked goroutine now, in batches, and
- * returns the bytes of stack released (or a negative GORO_E* code).
+ * Runs one shrink cycle now over the parked goroutines that parked since the
+ * last cycle or hold more than one page, in batches, and returns the bytes
+ * of stack released (or a negative GORO_E* code). Goroutines running or
+ * runnable at that moment are skipped until they park again: a goroutine
+ * just readied by a channel send may not be parked yet.
  */
 GORO_API int64_t goro_gc(void);
 
 /*
- * Like Go's debug.FreeOSMemory: runs goro_gc, empties the stack caches and
- * returns every free stack page to the OS. Returns the bytes released.
+ * Like Go's debug.FreeOSMemory: runs goro_gc, empties the stack caches,
+ * returns every free stack page to the OS, and removes the guards of free
+ * slots so the kernel can free the page tables that held them (a slot gets
+ * its guard back when next used). Returns the bytes of stack goro knew to
+ * be resident and released; pages a goroutine touched between parks are
+ * released too but not counted. Spawns wait while it runs.
  */
 GORO_API int64_t goro_free_os_memory(void);
 
@@ -198,7 +208,9 @@ typedef struct goro_stack_info {
   uint64_t shrinks; /* times a cycle gave pages of it back */
 } goro_stack_info;
 
-/* Fills *out for the calling goroutine (GORO_ENOTGORO outside one). */
+/* Fills *out for the calling goroutine (GORO_ENOTGORO outside one). The span
+ * is read exactly (one mincore call or a few), so a deep call that already
+ * returned is counted. */
 GORO_API int goro_stack_info_self(goro_stack_info *out);
 
 /* Writes the statistics to fd in Prometheus text exposition format. */
@@ -216,7 +228,7 @@ GORO_API int goro_chan_make(goro_chan **out, size_t elem_size, size_t capacity);
 GORO_API int goro_chan_free(goro_chan *c);
 
 /* Sends *elem. Blocks until received or buffered. GORO_ECLOSED if closed
- * (Go panics here). */
+ * (Go panics here); GORO_EINVAL if elem is NULL and elements have a size. */
 GORO_API int goro_chan_send(goro_chan *c, const void *elem);
 
 /* Receives into *elem (which may be NULL to discard). Returns 0, or

@@ -218,7 +218,7 @@ static int wait_on(goro_chan *c, waitq *q, void *elem, goro__g *g) {
 }
 
 int goro_chan_send(goro_chan *c, const void *elem) {
-  if (!c)
+  if (!c || (!elem && c->elem_size))
     return GORO_EINVAL;
   goro__g *g = goro__getg();
 
@@ -254,7 +254,7 @@ int goro_chan_recv(goro_chan *c, void *elem) {
 }
 
 int goro_chan_try_send(goro_chan *c, const void *elem) {
-  if (!c)
+  if (!c || (!elem && c->elem_size))
     return GORO_EINVAL;
   goro__spin_lock(&c->lock);
   int err = send_locked(c, elem);
@@ -449,6 +449,9 @@ int goro_select(goro_select_case *cases, size_t ncases, bool nonblocking) {
     return GORO_EINVAL;
   for (size_t i = 0; i < ncases; i++) {
     if (cases[i].op != GORO_SELECT_SEND && cases[i].op != GORO_SELECT_RECV)
+      return GORO_EINVAL;
+    if (cases[i].op == GORO_SELECT_SEND && cases[i].chan && cases[i].chan->elem_size &&
+        !cases[i].elem)
       return GORO_EINVAL;
     cases[i].result = 0;
   }

@@ -36,6 +36,7 @@
 #include "trace.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -609,8 +610,8 @@ static void destroy_g(goro__p *p, goro__g *g) {
   if (goro__tracing)
     goro__trace_event_exit(g);
 
-  g->magic = 0;
-  g->state = GORO__G_DEAD;
+  __atomic_store_n(&g->magic, 0, __ATOMIC_RELAXED);
+  __atomic_store_n(&g->state, GORO__G_DEAD, __ATOMIC_RELEASE);
   goro__san_fiber_destroy(g->san_fiber);
 #ifdef GORO__ASAN
   /* Clearing the shadow of a whole 64 GiB slot would take seconds; only
@@ -706,7 +707,7 @@ static void goroutine_entry(void *arg) {
 
 /* ---- Spawning --------------------------------------------------------- */
 
-static int64_t spawn(goro_fn fn, void *arg, size_t max_stack, size_t hint) {
+static int64_t spawn(goro_fn fn, void *arg, size_t max_stack, size_t hint, bool is_main) {
   int cls = goro__stack_class_for(max_stack);
   goro__p *p = goro__getp();
   goro__slot slot;
@@ -720,7 +721,13 @@ static int64_t spawn(goro_fn fn, void *arg, size_t max_stack, size_t hint) {
   /* The descriptor takes the top of the slot; the stack starts below it. */
   uintptr_t g_addr = (slot.top - sizeof(goro__g)) & ~(uintptr_t)63;
   goro__g *g = (goro__g *)g_addr;
-  memset(g, 0, sizeof *g);
+  /* A shrink cycle may read magic and state of a slot it found on its
+   * worklist just before the slot's last goroutine exited: those two are
+   * written atomically, the rest is private until the goroutine is queued. */
+  __atomic_store_n(&g->magic, 0, __ATOMIC_RELAXED);
+  __atomic_store_n(&g->state, GORO__G_DEAD, __ATOMIC_RELAXED);
+  memset(&g->id, 0, sizeof *g - offsetof(goro__g, id));
+  g->ctx.sp = NULL;
   if (slot.resident_lo > (g_addr & ~(GORO__PAGE_SIZE - 1)))
     slot.resident_lo = g_addr & ~(GORO__PAGE_SIZE - 1);
   if (goro__pol.adaptive_start) {
@@ -731,8 +738,8 @@ static int64_t spawn(goro_fn fn, void *arg, size_t max_stack, size_t hint) {
   if (hint)
     goro__stack_commit(&slot, hint);
 
-  g->magic = GORO__G_MAGIC;
   g->id = __atomic_add_fetch(&sched.next_id, 1, __ATOMIC_RELAXED);
+  g->is_main = is_main;
   g->fn = fn;
   g->arg = arg;
   g->slot = slot;
@@ -755,6 +762,7 @@ static int64_t spawn(goro_fn fn, void *arg, size_t max_stack, size_t hint) {
    * worker before this function returns: read nothing from g after. */
   int64_t id = g->id;
   __atomic_store_n(&g->state, GORO__G_RUNNABLE, __ATOMIC_RELEASE);
+  __atomic_store_n(&g->magic, GORO__G_MAGIC, __ATOMIC_RELEASE);
   if (p)
     runq_put(p, g, true);
   else
@@ -783,16 +791,22 @@ int64_t goro_spawn_with(goro_fn fn, void *arg, const goro_spawn_opts *opts) {
     if (hint > max_stack)
       return GORO_EINVAL;
   }
-  return spawn(fn, arg, max_stack, hint);
+  return spawn(fn, arg, max_stack, hint, false);
 }
 
 int64_t goro_spawn(goro_fn fn, void *arg) { return goro_spawn_with(fn, arg, NULL); }
 
 /* ---- Goroutine calls -------------------------------------------------- */
 
+static void finish_main(int status);
+
 int goro_exit(void) {
-  if (!goro__getg())
+  goro__g *g = goro__getg();
+
+  if (!g)
     return GORO_ENOTGORO;
+  if (g->is_main)
+    finish_main(0);
   exit_current();
 }
 
@@ -852,10 +866,10 @@ int goro_stack_bounds(uintptr_t *lo, uintptr_t *hi) {
 
 /* ---- Start and shutdown ----------------------------------------------- */
 
-static void main_goroutine(void *arg) {
-  (void)arg;
-  sched.main_status = sched.main_fn(sched.main_arg);
-
+/* Ends the run: every worker returns from its scheduler loop at its next
+ * pass, and goro_run returns status. */
+static void finish_main(int status) {
+  sched.main_status = status;
   __atomic_store_n(&sched.shutdown, true, __ATOMIC_SEQ_CST);
   goro__spin_lock(&sched.lock);
   for (goro__m *m = sched.idle; m; m = m->idle_next)
@@ -869,6 +883,11 @@ static void main_goroutine(void *arg) {
     m = next;
   }
   wake_sysmon();
+}
+
+static void main_goroutine(void *arg) {
+  (void)arg;
+  finish_main(sched.main_fn(sched.main_arg));
 }
 
 /* Records the calling thread's stack bounds and sanitizer fiber in m. */
@@ -927,8 +946,7 @@ static void fold_stats(void) {
     goro__global_stats.growths += s->growths;
     goro__global_stats.shrinks += s->shrinks;
   }
-  memset(goro__global_stats.hist_count, 0, sizeof goro__global_stats.hist_count);
-  memset(goro__global_stats.hist_bytes, 0, sizeof goro__global_stats.hist_bytes);
+  memset(goro__global_stats.hist, 0, sizeof goro__global_stats.hist);
   goro__global_stats.stack_cache = 0;
   goro__global_stats.slots_cached = 0;
 }
@@ -986,7 +1004,7 @@ int goro_run(int (*main_fn)(void *arg), void *arg) {
   goro__fatal_thread_init(&allm[0]);
   __atomic_store_n(&goro__running, true, __ATOMIC_RELEASE);
 
-  int64_t main_id = spawn(main_goroutine, NULL, goro__max_stack, 0);
+  int64_t main_id = spawn(main_goroutine, NULL, goro__max_stack, 0, true);
   if (main_id < 0) {
     err = (int)main_id;
     goto out_running;

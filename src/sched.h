@@ -52,9 +52,9 @@ enum goro__gstate {
 typedef struct goro__g {
   goro__ctx ctx;             /* saved stack pointer while not running */
   uint64_t magic;            /* GORO__G_MAGIC while the slot holds a live G */
-  int64_t id;
   uint32_t state;            /* enum goro__gstate */
   uint32_t select_done;      /* 0 until one select case claims the wakeup */
+  int64_t id;                /* spawn zeroes the descriptor from here on */
   goro_fn fn;
   void *arg;
   struct goro__g *schedlink; /* global run queue and timer links */
@@ -86,6 +86,29 @@ typedef struct goro__g {
 
 enum goro__after { GORO__AFTER_NONE, GORO__AFTER_PARK, GORO__AFTER_YIELD, GORO__AFTER_EXIT };
 
+/* One histogram bucket: goroutine count in the low 64 bits, the bytes of
+ * their spans in the high 64 bits, updated and read as one 16-byte atomic
+ * (cmpxchg16b) so that no reader sees a count without its bytes. */
+typedef unsigned __int128 goro__hist_cell __attribute__((aligned(16)));
+
+static inline void goro__hist_add(goro__hist_cell *cell, int64_t count, int64_t bytes) {
+  /* Signed 128-bit arithmetic, so that count -1 borrows nothing from the
+   * bytes half (a bucket's count is never below zero). */
+  goro__hist_cell delta = (goro__hist_cell)((__int128)bytes * ((__int128)1 << 64) + count);
+  goro__hist_cell old = *(volatile goro__hist_cell *)cell;
+
+  for (;;) {
+    goro__hist_cell seen = __sync_val_compare_and_swap(cell, old, old + delta);
+    if (seen == old)
+      return;
+    old = seen;
+  }
+}
+
+static inline goro__hist_cell goro__hist_read(goro__hist_cell *cell) {
+  return __sync_val_compare_and_swap(cell, 0, 0);
+}
+
 /* Per-P counters. A goroutine's histogram entry stays in the counters of the
  * P that spawned it (g->home), wherever it runs later, so each bucket sees
  * its +1 before its -1 and a reader never finds a bucket negative. The other
@@ -93,8 +116,7 @@ enum goro__after { GORO__AFTER_NONE, GORO__AFTER_PARK, GORO__AFTER_YIELD, GORO__
  * stack_cache and slots_cached are signed because a slot can be cached by
  * one P and taken by another. */
 typedef struct goro__pstats {
-  int64_t hist_count[GORO_STACK_HIST_BUCKETS]; /* live goroutines by span */
-  int64_t hist_bytes[GORO_STACK_HIST_BUCKETS]; /* their spans: sums to stack_inuse */
+  goro__hist_cell hist[GORO_STACK_HIST_BUCKETS]; /* live goroutines by span */
   int64_t stack_cache;
   int64_t slots_cached;
   uint64_t spawned;

@@ -48,6 +48,14 @@
 
 enum guard_mode { GUARD_MADVISE, GUARD_MPROTECT };
 
+/* Free-list entries are slot indices; this bit marks a slot whose guard was
+ * removed by goro__stack_release_guards and must be installed again before
+ * use. Class capacities stay below 2^31 slots (2 TiB / 48 KiB). */
+#define GUARD_REMOVED ((uint32_t)1 << 31)
+#ifndef MADV_GUARD_REMOVE
+#define MADV_GUARD_REMOVE 103
+#endif
+
 typedef struct warm_slot {
   uint32_t index;
   uint32_t span_pages;  /* pages of [resident_lo, top) */
@@ -346,10 +354,18 @@ int goro__stack_alloc(goro__p *p, int cls, goro__slot *out) {
       return err;
     }
   }
-  uint64_t index = sc->free[--sc->free_count];
+  uint32_t entry = sc->free[--sc->free_count];
   goro__spin_unlock(&sc->lock);
 
-  slot_from_index(cls, index, out);
+  slot_from_index(cls, entry & ~GUARD_REMOVED, out);
+  if (entry & GUARD_REMOVED) {
+    if (madvise((void *)out->base, GORO__GUARD_SIZE, MADV_GUARD_INSTALL) != 0) {
+      /* Cannot happen where removal worked; the slot stays out of use
+       * rather than run unguarded. */
+      return GORO_ENOMEM;
+    }
+    __atomic_fetch_add(&arena.guards, 1, __ATOMIC_RELAXED);
+  }
   return 0;
 }
 
@@ -652,4 +668,87 @@ uintptr_t goro__stack_lowest_touched(const goro__slot *slot, uintptr_t from) {
     low = found;
   }
   return low;
+}
+
+/* The kernel frees a page table when MADV_DONTNEED zaps the whole 2 MiB it
+ * maps and nothing is left in it (CONFIG_PT_RECLAIM, Linux 6.14 and later);
+ * zapping slot by slot frees none. So zap every 2 MiB window of the class
+ * that lies entirely in slots that are free and guardless. Caller holds
+ * sc->lock. */
+#define TABLE_SPAN ((uintptr_t)2 << 20)
+
+static void zap_empty_tables(stack_class *sc) {
+  uint64_t carved = sc->carved;
+  uint8_t *idle = calloc((carved + 7) / 8, 1);
+  struct iovec iov[CARVE_BATCH_MAX];
+  size_t n = 0;
+
+  if (!idle)
+    return;
+  for (uint64_t i = 0; i < sc->free_count; i++)
+    if (sc->free[i] & GUARD_REMOVED) {
+      uint32_t index = sc->free[i] & ~GUARD_REMOVED;
+      idle[index / 8] |= (uint8_t)(1 << (index % 8));
+    }
+
+  uintptr_t end = sc->region + carved * sc->slot_size;
+  for (uintptr_t w = (sc->region + TABLE_SPAN - 1) & ~(TABLE_SPAN - 1); w + TABLE_SPAN <= end;
+       w += TABLE_SPAN) {
+    uint64_t first = (w - sc->region) / sc->slot_size;
+    uint64_t last = (w + TABLE_SPAN - 1 - sc->region) / sc->slot_size;
+    bool empty = true;
+    for (uint64_t i = first; i <= last && empty; i++)
+      empty = idle[i / 8] & (1 << (i % 8));
+    if (!empty)
+      continue;
+    if (n && (uintptr_t)iov[n - 1].iov_base + iov[n - 1].iov_len == w) {
+      iov[n - 1].iov_len += TABLE_SPAN;
+      continue;
+    }
+    if (n == CARVE_BATCH_MAX) {
+      goro__stack_release_ranges(iov, n, MADV_DONTNEED);
+      n = 0;
+    }
+    iov[n].iov_base = (void *)w;
+    iov[n].iov_len = TABLE_SPAN;
+    n++;
+  }
+  if (n)
+    goro__stack_release_ranges(iov, n, MADV_DONTNEED);
+  free(idle);
+}
+
+uint64_t goro__stack_release_guards(void) {
+  uint64_t removed = 0;
+
+  if (arena.mode != GUARD_MADVISE)
+    return 0;
+  for (int c = 0; c < GORO__NUM_CLASSES; c++) {
+    stack_class *sc = &arena.classes[c];
+    struct iovec iov[CARVE_BATCH_MAX];
+
+    /* Under the lock: a spawn must not take a slot whose guard is going. */
+    goro__spin_lock(&sc->lock);
+    for (uint64_t i = 0; i < sc->free_count;) {
+      size_t n = 0;
+      uint64_t first = i;
+      for (; i < sc->free_count && n < CARVE_BATCH_MAX; i++) {
+        if (sc->free[i] & GUARD_REMOVED)
+          continue;
+        iov[n].iov_base = (void *)(sc->region + (uint64_t)sc->free[i] * sc->slot_size);
+        iov[n].iov_len = GORO__GUARD_SIZE;
+        n++;
+      }
+      if (n == 0)
+        continue;
+      goro__stack_release_ranges(iov, n, MADV_GUARD_REMOVE);
+      for (uint64_t k = first; k < i; k++)
+        sc->free[k] |= GUARD_REMOVED;
+      removed += n;
+    }
+    zap_empty_tables(sc);
+    goro__spin_unlock(&sc->lock);
+  }
+  __atomic_fetch_sub(&arena.guards, removed, __ATOMIC_RELAXED);
+  return removed;
 }

@@ -75,6 +75,11 @@ uint64_t goro__stack_warm_bytes(void);
  * batched madvise calls. Returns the slots trimmed. Monitor thread only. */
 uint64_t goro__stack_trim(void);
 
+/* Removes the guards of released slots (MADV_GUARD_REMOVE) so that the
+ * kernel can free the page tables that held them; a slot gets its guard
+ * back when it is next used. Returns the guards removed. */
+uint64_t goro__stack_release_guards(void);
+
 /* Empties every P's slot cache and all warm lists, releasing their pages. */
 uint64_t goro__stack_drain_caches(struct goro__p *allp, int nprocs);
 

@@ -66,8 +66,7 @@ void goro__span_set(goro__p *p, goro__g *g, uintptr_t new_lo, enum goro__span_ev
 
   goro__pstats *home = g->home;
   if (event != GORO__SPAN_NEW) {
-    __atomic_fetch_sub(&home->hist_count[g->hist_bucket], 1, __ATOMIC_RELAXED);
-    __atomic_fetch_sub(&home->hist_bytes[g->hist_bucket], (int64_t)old_span, __ATOMIC_RELAXED);
+    goro__hist_add(&home->hist[g->hist_bucket], -1, -(int64_t)old_span);
   }
   if (event == GORO__SPAN_EXIT) {
     /* What the goroutine needed, for the adaptive starting size. */
@@ -77,8 +76,7 @@ void goro__span_set(goro__p *p, goro__g *g, uintptr_t new_lo, enum goro__span_ev
   }
   g->committed_lo = new_lo;
   g->hist_bucket = goro__span_bucket(new_span);
-  __atomic_fetch_add(&home->hist_count[g->hist_bucket], 1, __ATOMIC_RELAXED);
-  __atomic_fetch_add(&home->hist_bytes[g->hist_bucket], (int64_t)new_span, __ATOMIC_RELAXED);
+  goro__hist_add(&home->hist[g->hist_bucket], 1, (int64_t)new_span);
   if (new_span > g->peak_span)
     g->peak_span = new_span;
 
@@ -134,8 +132,13 @@ int goro_stack_info_self(goro_stack_info *out) {
   if (!g)
     return GORO_ENOTGORO;
 
-  /* The running goroutine's depth right now counts too. */
-  goro__account_sp(goro__getp(), g, goro__ctx_current_sp());
+  /* Exact, like a shrink cycle: the caller's own stack cannot change under
+   * it, and mincore sees pages a deep call left behind after returning. */
+  goro__p *p = goro__getp();
+  goro__account_sp(p, g, goro__ctx_current_sp());
+  uintptr_t lowest = goro__stack_lowest_touched(&g->slot, g->committed_lo);
+  if (lowest < g->committed_lo)
+    goro__span_set(p, g, lowest, GORO__SPAN_GROW);
   out->id = g->id;
   out->current = g->slot.top - g->committed_lo;
   out->peak = g->peak_span;
@@ -145,10 +148,9 @@ int goro_stack_info_self(goro_stack_info *out) {
   return 0;
 }
 
-static void sum_pstats(goro__pstats *sum, const goro__pstats *p) {
+static void sum_pstats(goro__pstats *sum, goro__pstats *p) {
   for (int b = 0; b < GORO_STACK_HIST_BUCKETS; b++) {
-    sum->hist_count[b] += __atomic_load_n(&p->hist_count[b], __ATOMIC_RELAXED);
-    sum->hist_bytes[b] += __atomic_load_n(&p->hist_bytes[b], __ATOMIC_RELAXED);
+    sum->hist[b] += goro__hist_read(&p->hist[b]);
   }
   sum->stack_cache += __atomic_load_n(&p->stack_cache, __ATOMIC_RELAXED);
   sum->slots_cached += __atomic_load_n(&p->slots_cached, __ATOMIC_RELAXED);
@@ -176,8 +178,8 @@ int goro_read_memstats(goro_memstats *out) {
   s.size = (uint32_t)sizeof s;
   s.version = GORO_MEMSTATS_VERSION;
   for (int b = 0; b < GORO_STACK_HIST_BUCKETS; b++) {
-    s.stack_hist_count[b] = (uint64_t)sum.hist_count[b];
-    s.stack_hist_bytes[b] = (uint64_t)sum.hist_bytes[b];
+    s.stack_hist_count[b] = (uint64_t)sum.hist[b];
+    s.stack_hist_bytes[b] = (uint64_t)(sum.hist[b] >> 64);
     s.goroutines += s.stack_hist_count[b];
     s.stack_inuse += s.stack_hist_bytes[b];
   }

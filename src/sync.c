@@ -6,6 +6,8 @@
  * object is valid). Mutex unlock hands the lock directly to the first
  * waiter, so a waiter cannot be starved by goroutines that keep arriving.
  */
+#include <stdint.h>
+
 #include "sched.h"
 
 typedef struct sync_waiter {
@@ -98,11 +100,13 @@ int goro_wg_add(goro_waitgroup *wg, int64_t delta) {
   if (!wg)
     return GORO_EINVAL;
   goro__spin_lock_word(&wg->goro_lock_);
-  int64_t count = wg->goro_count_ + delta;
-  if (count < 0 || (delta > 0 && count < wg->goro_count_)) {
+  /* Checked without computing an overflowing sum (undefined in C). */
+  int64_t old = wg->goro_count_;
+  if (delta > 0 ? old > INT64_MAX - delta : old + delta < 0) {
     goro__spin_unlock_word(&wg->goro_lock_);
     return GORO_ERANGE;
   }
+  int64_t count = old + delta;
   wg->goro_count_ = count;
   if (count == 0) {
     woken = wg->goro_head_;
