@@ -579,8 +579,8 @@ def write_results(path, meas, selected, facts, rounds, wall_s, errors, plots):
         f"- **goro:** commit {facts['goro']}.",
         "",
         "How to read the tables: *median* and *min–max* are over the rounds. The first row of "
-        "each table is goro's (C's, for the heap rows), and *first ÷ this* is that row's value "
-        "divided by this row's value in the same round, so below 1 means the first row is "
+        "each table is goro's, or C's for the heap rows. *first ÷ this* divides the first row's "
+        "value by this row's value in the same round, so below 1 means that the first row is "
         "smaller (faster, or less memory). *Per round* lists the value of each round in order.",
         "",
     ]
