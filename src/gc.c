@@ -300,10 +300,11 @@ static void scan_word(int cls, uintptr_t region, uintptr_t slot_size, uint64_t c
 /* Adaptive start. Go 1.19 starts new goroutines at the mean stack use of
  * the goroutines its last GC scanned. In a bimodal mix, a minority of deep
  * goroutines then raises every shallow goroutine's start. goro takes the
- * median instead, over the deepest use seen (at parks and growth) of the
+ * median instead, over the deepest stack pointer seen at a park of the
  * goroutines that exited since the last cycle and of the parked ones this
- * cycle visited, as a power of two. Committed but unused start pages do not
- * count, so the start cannot feed on itself. The start then fits at least
+ * cycle visited, as a power of two. Resident pages do not count: start
+ * pages and pages left in a reused slot are not use, and counting them
+ * would let the start feed on itself. The start then fits at least
  * half of recent goroutines, and the deep few grow as from one page. */
 static void update_start_size(const cycle_totals *totals) {
   uint64_t counts[GORO_STACK_HIST_BUCKETS];

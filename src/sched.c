@@ -445,8 +445,11 @@ static void *sysmon_main(void *arg) {
     /* Give back warm stack memory above the bound, an eighth of the excess
      * per tick, so that a burst's slots are reused if another burst comes
      * and released within about a second if not. */
-    goro__stack_trim();
+    /* Trimming measures slots one mincore at a time; a burst far over the
+     * bound is released whole below instead. */
     uint64_t warm = goro__stack_warm_bytes();
+    if (warm <= GORO__WARM_BOUND)
+      goro__stack_trim();
     if (warm > GORO__WARM_BOUND) {
       uint64_t excess = warm - GORO__WARM_BOUND;
       goro__stack_scavenge(GORO__WARM_BOUND, excess / 8 > (2 << 20) ? excess / 8 : (2 << 20));
@@ -619,7 +622,12 @@ static void destroy_g(goro__p *p, goro__g *g) {
   uintptr_t touched = goro__stack_lowest_touched(&slot, g->committed_lo);
   goro__san_forget_stack(touched, slot.top - touched);
 #endif
-  goro__stack_free(p, &slot);
+  /* What the next goroutine on this slot may reuse warm: the depth this one
+   * was seen to need, or, if it never parked, up to GORO__CACHE_KEEP (a
+   * goroutine that runs to completion without parking is seen only here,
+   * and short-lived request goroutines are the ones that gain most). */
+  uintptr_t keep = g->peak_used ? g->peak_used : GORO__CACHE_KEEP;
+  goro__stack_free(p, &slot, keep);
 }
 
 static void execute(goro__m *m, goro__g *g) {
@@ -730,13 +738,17 @@ static int64_t spawn(goro_fn fn, void *arg, size_t max_stack, size_t hint, bool 
   g->ctx.sp = NULL;
   if (slot.resident_lo > (g_addr & ~(GORO__PAGE_SIZE - 1)))
     slot.resident_lo = g_addr & ~(GORO__PAGE_SIZE - 1);
+  /* A spawn hint is stack for the goroutine's frames, so the descriptor's
+   * share of the top page comes on top of it. The adaptive start size is
+   * measured from the slot top (top - sp), so it is a span as it stands. */
+  size_t span = hint ? hint + (slot.top - g_addr) : 0;
   if (goro__pol.adaptive_start) {
     size_t start = __atomic_load_n(&goro__start_size, __ATOMIC_RELAXED);
-    if (start > hint)
-      hint = start < slot.top - slot.lo ? start : slot.top - slot.lo;
+    if (start > span)
+      span = start;
   }
-  if (hint)
-    goro__stack_commit(&slot, hint);
+  if (span)
+    goro__stack_commit(&slot, span);
 
   g->id = __atomic_add_fetch(&sched.next_id, 1, __ATOMIC_RELAXED);
   g->is_main = is_main;
@@ -749,7 +761,7 @@ static int64_t spawn(goro_fn fn, void *arg, size_t max_stack, size_t hint, bool 
   g->max_stack = slot.top - slot.lo;
   g->timer_index = -1;
   g->hold = goro__pol.hysteresis;
-  g->peak_used = GORO__PAGE_SIZE;
+  g->peak_used = 0;
   g->last_growth_cycle = __atomic_load_n(&goro__gc_cycle, __ATOMIC_RELAXED);
   g->san_fiber = goro__san_fiber_create();
   goro__ctx_make(&g->ctx, (void *)(g_addr & ~(uintptr_t)15), goroutine_entry, g);

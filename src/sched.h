@@ -66,7 +66,7 @@ typedef struct goro__g {
   uint64_t slot_index;       /* index of the slot in its class */
   uintptr_t committed_lo;    /* lowest page known committed */
   uintptr_t peak_span;       /* largest span seen, bytes */
-  uintptr_t peak_used;       /* deepest use seen (parks, growth), bytes */
+  uintptr_t peak_used;       /* deepest saved sp seen at a park, bytes below top */
   uint64_t growths;          /* times the observed span grew */
   uint64_t shrinks;          /* times a cycle shrank the span */
   uint64_t last_growth_cycle;/* gc cycle count when growth was last seen */

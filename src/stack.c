@@ -2,21 +2,24 @@
  * stack.c: the stack arena, slot carving, guards and the slot caches.
  *
  * Invariants:
- * - A slot index of class c is carved once and never returned to the OS
- *   until goro__stack_fini unmaps the arena; its guard stays installed
- *   (MADV_DONTNEED leaves guard markers in place).
+ * - A slot index of class c is carved once and keeps its address until
+ *   goro__stack_fini unmaps the arena. Its guard stays installed
+ *   (MADV_DONTNEED leaves guard markers in place) unless
+ *   goro__stack_release_guards removed it while the slot was free; the
+ *   free-list entry then says so and allocation installs it again.
  * - A slot on a class free list has no resident stack pages.
  * - A slot in a P's cache or on a class's untrimmed list has resident
  *   pages in [resident_lo, top) as far as goro observed, and may have more
- *   below if its goroutine went deeper between parks; in a P's cache
- *   top - resident_lo <= GORO__CACHE_KEEP. The monitor thread trims
- *   untrimmed slots to [resident_lo, top) and moves them to the warm list,
- *   whose slots have no resident page below resident_lo.
+ *   below if its goroutine went deeper between parks. In a P's cache
+ *   top - resident_lo is at most the keep given to goro__stack_free.
+ * - The monitor thread trims untrimmed slots to what their last goroutine
+ *   needed (at most GORO__CACHE_KEEP bytes from the top), measures what
+ *   stays resident and moves them to the warm list, whose span counts are
+ *   exact.
  * - Freeing a slot makes no system call. Releasing pages costs a TLB
- *   shootdown on every CPU the process runs on (1.5 us a call measured on
- *   a 2-vCPU VM), so the monitor thread releases warm slots in batches of
- *   up to 512 ranges per process_madvise call, once the warm lists hold
- *   more than GORO__WARM_BOUND bytes.
+ *   shootdown on every CPU the process runs on, so the monitor thread
+ *   releases warm slots in batches of up to 512 ranges per process_madvise
+ *   call, once the warm lists hold more than GORO__WARM_BOUND bytes.
  * - A slot is freed only from g0 (scheduler context), never by the
  *   goroutine running on it.
  */
@@ -59,6 +62,7 @@ enum guard_mode { GUARD_MADVISE, GUARD_MPROTECT };
 typedef struct warm_slot {
   uint32_t index;
   uint32_t span_pages;  /* pages of [resident_lo, top) */
+  uint32_t keep_pages;  /* what trimming keeps: the need of its last goroutine */
 } warm_slot;
 
 typedef struct stack_class {
@@ -338,13 +342,24 @@ int goro__stack_alloc(goro__p *p, int cls, goro__slot *out) {
   stack_class *sc = &arena.classes[cls];
   goro__spin_lock(&sc->lock);
   if (sc->warm_count || sc->untrimmed_count) {
-    warm_slot w = sc->warm_count ? sc->warm[--sc->warm_count] : sc->untrimmed[--sc->untrimmed_count];
+    bool trimmed = sc->warm_count != 0;
+    warm_slot w = trimmed ? sc->warm[--sc->warm_count] : sc->untrimmed[--sc->untrimmed_count];
     goro__spin_unlock(&sc->lock);
-    slot_from_index(cls, w.index, out);
-    out->resident_lo = out->top - (uintptr_t)w.span_pages * GORO__PAGE_SIZE;
-    __atomic_fetch_sub(&arena.warm_bytes, out->top - out->resident_lo, __ATOMIC_RELAXED);
-    GORO__STAT_ADD(p, stack_cache, -(int64_t)(out->top - out->resident_lo));
+
+    uintptr_t span = (uintptr_t)w.span_pages * GORO__PAGE_SIZE;
+    __atomic_fetch_sub(&arena.warm_bytes, span, __ATOMIC_RELAXED);
+    GORO__STAT_ADD(p, stack_cache, -(int64_t)span);
     GORO__STAT_ADD(p, slots_cached, -1);
+
+    slot_from_index(cls, w.index, out);
+    out->resident_lo = out->top - span;
+    if (!trimmed && w.span_pages > w.keep_pages) {
+      /* A slot the monitor has not trimmed yet holds more than its last
+       * goroutine needed; a new goroutine must not inherit that. */
+      uintptr_t keep_lo = out->top - (uintptr_t)w.keep_pages * GORO__PAGE_SIZE;
+      madvise((void *)out->lo, keep_lo - out->lo, MADV_DONTNEED);
+      out->resident_lo = keep_lo;
+    }
     return 0;
   }
   if (sc->free_count == 0) {
@@ -392,15 +407,19 @@ uint64_t goro__stack_resident_pages(uintptr_t lo, uintptr_t hi, uintptr_t *lowes
   return resident;
 }
 
-void goro__stack_free(goro__p *p, goro__slot *slot) {
+void goro__stack_free(goro__p *p, goro__slot *slot, uintptr_t keep) {
   uintptr_t span = slot->top - slot->resident_lo;
 
   GORO__STAT_ADD(p, stack_cache, (int64_t)span);
   GORO__STAT_ADD(p, slots_cached, 1);
+  if (keep < GORO__PAGE_SIZE)
+    keep = GORO__PAGE_SIZE;
+  if (keep > GORO__CACHE_KEEP)
+    keep = GORO__CACHE_KEEP;
 
-  /* Shallow slots stay with this worker: the next spawn here reuses them
-   * without a lock. */
-  if (p && span <= GORO__CACHE_KEEP) {
+  /* Slots within their keep stay with this worker: the next spawn here
+   * reuses them without a lock. Fatter ones are trimmed first. */
+  if (p && span <= keep) {
     goro__spin_lock(&p->cache_lock);
     if (p->cache_count < GORO__CACHE_SLOTS) {
       p->cache[p->cache_count++].slot = *slot;
@@ -414,6 +433,7 @@ void goro__stack_free(goro__p *p, goro__slot *slot) {
   warm_slot w = {
       .index = (uint32_t)((slot->base - sc->region) / sc->slot_size),
       .span_pages = (uint32_t)(span / GORO__PAGE_SIZE),
+      .keep_pages = (uint32_t)(keep / GORO__PAGE_SIZE),
   };
   goro__spin_lock(&sc->lock);
   /* free_cap >= carved always holds (see carve_batch), so this is in bounds. */
@@ -520,23 +540,43 @@ uint64_t goro__stack_trim(void) {
       batch[n++] = sc->untrimmed[--sc->untrimmed_count];
     goro__spin_unlock(&sc->lock);
 
+    /* Keep what the slot's last goroutine needed warm for the next one;
+     * release what lies below. */
     for (size_t i = 0; i < n; i++) {
       uintptr_t lo = sc->region + batch[i].index * sc->slot_size + GORO__GUARD_SIZE;
-      uintptr_t keep_lo = sc->region + (batch[i].index + 1) * sc->slot_size -
-                          (uintptr_t)batch[i].span_pages * GORO__PAGE_SIZE;
-      if (keep_lo > lo) {
+      uintptr_t top = sc->region + (batch[i].index + 1) * sc->slot_size;
+      uintptr_t keep = (uintptr_t)batch[i].keep_pages * GORO__PAGE_SIZE;
+      if (top - lo > keep) {
         iov[ranges].iov_base = (void *)lo;
-        iov[ranges].iov_len = keep_lo - lo;
+        iov[ranges].iov_len = top - keep - lo;
         ranges++;
       }
     }
     if (ranges)
       goro__stack_release_ranges(iov, ranges, MADV_DONTNEED);
 
+    /* Then count what is really resident in the kept part, so that
+     * stack_cache matches memory even for slots whose goroutine went deeper
+     * between parks than goro saw. */
+    int64_t delta = 0;
+    for (size_t i = 0; i < n; i++) {
+      uintptr_t top = sc->region + (batch[i].index + 1) * sc->slot_size;
+      uintptr_t keep_lo = top - (uintptr_t)batch[i].keep_pages * GORO__PAGE_SIZE;
+      uintptr_t lowest;
+      if (keep_lo < sc->region + batch[i].index * sc->slot_size + GORO__GUARD_SIZE)
+        keep_lo = sc->region + batch[i].index * sc->slot_size + GORO__GUARD_SIZE;
+      goro__stack_resident_pages(keep_lo, top, &lowest);
+      uint32_t pages = (uint32_t)((top - lowest) / GORO__PAGE_SIZE);
+      delta += ((int64_t)pages - (int64_t)batch[i].span_pages) * (int64_t)GORO__PAGE_SIZE;
+      batch[i].span_pages = pages;
+    }
+
     goro__spin_lock(&sc->lock);
     for (size_t i = 0; i < n; i++)
       sc->warm[sc->warm_count++] = batch[i];
     goro__spin_unlock(&sc->lock);
+    __atomic_fetch_add(&arena.warm_bytes, (uint64_t)delta, __ATOMIC_RELAXED);
+    GORO__STAT_ADD((goro__p *)NULL, stack_cache, delta);
     trimmed += n;
   }
   return trimmed;
@@ -620,7 +660,7 @@ uint64_t goro__stack_drain_caches(goro__p *allp, int nprocs) {
     for (int k = 0; k < n; k++) {
       GORO__STAT_ADD(p, stack_cache, -(int64_t)(slots[k].top - slots[k].resident_lo));
       GORO__STAT_ADD(p, slots_cached, -1);
-      goro__stack_free(NULL, &slots[k]);
+      goro__stack_free(NULL, &slots[k], GORO__CACHE_KEEP);
     }
   }
   released += goro__stack_scavenge(0, UINT64_MAX);

@@ -63,16 +63,18 @@ int goro__stack_class_for(size_t bytes);
 size_t goro__stack_class_size(int cls);
 
 int goro__stack_alloc(struct goro__p *p, int cls, goro__slot *out);
-void goro__stack_free(struct goro__p *p, goro__slot *slot);
+/* Frees a slot. keep is what its goroutine needed (bytes from the top): a
+ * slot holding more is trimmed to keep before it is reused. */
+void goro__stack_free(struct goro__p *p, goro__slot *slot, uintptr_t keep);
 
 /* Releases warm slots, at most max_bytes, until the warm lists hold no
  * more than bound bytes. Returns the bytes released. Any thread. */
 uint64_t goro__stack_scavenge(uint64_t bound, uint64_t max_bytes);
 uint64_t goro__stack_warm_bytes(void);
 
-/* Releases the pages freed slots may hold below their known span (deep
- * excursions between parks), up to 512 slots per class per call, in
- * batched madvise calls. Returns the slots trimmed. Monitor thread only. */
+/* Trims freed slots to their keep and measures what stays resident (goroutines may have gone deeper between parks than goro
+ * saw), up to 512 slots per class per call. Returns the slots trimmed.
+ * Monitor thread only. */
 uint64_t goro__stack_trim(void);
 
 /* Removes the guards of released slots (MADV_GUARD_REMOVE) so that the

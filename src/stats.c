@@ -83,8 +83,6 @@ void goro__span_set(goro__p *p, goro__g *g, uintptr_t new_lo, enum goro__span_ev
   uint64_t cycle = __atomic_load_n(&goro__gc_cycle, __ATOMIC_RELAXED);
   switch (event) {
   case GORO__SPAN_GROW:
-    if (new_span > g->peak_used)
-      g->peak_used = new_span;
     GORO__STAT_ADD(p, growths, 1);
     GORO__STAT_ADD(p, pages_committed, (new_span - old_span) / GORO__PAGE_SIZE);
     g->growths++;
