@@ -3,12 +3,17 @@
  * sync.Pool).
  *
  * Each pool has one small stack of objects per P, a shared list for
- * overflow and for threads without a P, and a victim list. goro_gc moves
- * what the pool holds to the victim list and frees the previous victims, so
+ * overflow and for threads without a P, and a victim list. A goroutine
+ * cannot move to another worker between goro__getp_nopark() and the end of
+ * get or put (goro has no preemption and these functions never park), so a
+ * P's stack is touched only by that P's thread and needs no lock.
+ *
+ * goro_gc ages pools without touching the per-P stacks: it bumps the pool's
+ * generation, and the next get or put on each P moves that P's objects to
+ * the victim list first. The previous victims are freed at that cycle, so
  * an object survives one cycle unused before it goes back to malloc, as in
- * Go since 1.13. A goroutine cannot be moved to another worker between
- * goro__getp() and the end of get or put (goro has no preemption and these
- * functions never park), so a P's stack is only contended by goro_gc.
+ * Go since 1.13. A P that never uses the pool again keeps at most
+ * POOL_LOCAL_CAP objects until goro_pool_free.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -22,13 +27,14 @@ typedef struct pool_node {
 } pool_node;
 
 typedef struct pool_local {
-  goro__spinlock lock;
+  uint64_t generation; /* the pool generation these objects belong to */
   int count;
   void *objects[POOL_LOCAL_CAP];
 } pool_local;
 
 struct goro_pool {
   size_t obj_size;
+  uint64_t generation;                 /* bumped by each goro_gc cycle */
   pool_local *locals[GORO__MAX_PROCS]; /* allocated on a P's first use */
   goro__spinlock shared_lock;
   pool_node *shared;
@@ -96,19 +102,43 @@ int goro_pool_free(goro_pool *pool) {
   return 0;
 }
 
+static void push_list(goro_pool *pool, pool_node **list, pool_node *first, pool_node *last) {
+  goro__spin_lock(&pool->shared_lock);
+  last->next = *list;
+  *list = first;
+  goro__spin_unlock(&pool->shared_lock);
+}
+
+/* Returns this P's stack of the pool, emptied into the victim list first if
+ * a cycle has aged the pool since this P last used it; NULL without a P. */
 static pool_local *local_of(goro_pool *pool) {
-  goro__p *p = goro__getp();
+  goro__p *p = goro__getp_nopark();
 
   if (!p)
     return NULL;
-  pool_local *local = __atomic_load_n(&pool->locals[p->id], __ATOMIC_ACQUIRE);
-  if (local)
-    return local;
-  local = calloc(1, sizeof *local);
-  if (!local)
-    return NULL;
-  /* Only this P installs its own local, so no one else races the store. */
-  __atomic_store_n(&pool->locals[p->id], local, __ATOMIC_RELEASE);
+  pool_local *local = pool->locals[p->id];
+  if (!local) {
+    local = calloc(1, sizeof *local);
+    if (!local)
+      return NULL;
+    local->generation = __atomic_load_n(&pool->generation, __ATOMIC_ACQUIRE);
+    /* Only this P installs its own stack; goro_pool_free reads it later. */
+    __atomic_store_n(&pool->locals[p->id], local, __ATOMIC_RELEASE);
+  }
+
+  uint64_t generation = __atomic_load_n(&pool->generation, __ATOMIC_ACQUIRE);
+  if (local->generation != generation) {
+    local->generation = generation;
+    if (local->count) {
+      pool_node *first = local->objects[0], *last = first;
+      for (int i = 1; i < local->count; i++) {
+        last->next = local->objects[i];
+        last = last->next;
+      }
+      local->count = 0;
+      push_list(pool, &pool->victims, first, last);
+    }
+  }
   return local;
 }
 
@@ -122,19 +152,13 @@ static void *pop_list(goro_pool *pool, pool_node **list) {
 }
 
 void *goro_pool_get(goro_pool *pool) {
-  void *obj = NULL;
+  void *obj;
 
   if (!pool)
     return NULL;
   pool_local *local = local_of(pool);
-  if (local) {
-    goro__spin_lock(&local->lock);
-    if (local->count)
-      obj = local->objects[--local->count];
-    goro__spin_unlock(&local->lock);
-    if (obj)
-      return obj;
-  }
+  if (local && local->count)
+    return local->objects[--local->count];
   if (__atomic_load_n(&pool->shared, __ATOMIC_RELAXED) && (obj = pop_list(pool, &pool->shared)))
     return obj;
   if (__atomic_load_n(&pool->victims, __ATOMIC_RELAXED) && (obj = pop_list(pool, &pool->victims)))
@@ -148,56 +172,25 @@ int goro_pool_put(goro_pool *pool, void *obj) {
   if (!pool || !obj)
     return GORO_EINVAL;
   pool_local *local = local_of(pool);
-  if (local) {
-    bool stored = false;
-    goro__spin_lock(&local->lock);
-    if (local->count < POOL_LOCAL_CAP) {
-      local->objects[local->count++] = obj;
-      stored = true;
-    }
-    goro__spin_unlock(&local->lock);
-    if (stored)
-      return 0;
+  if (local && local->count < POOL_LOCAL_CAP) {
+    local->objects[local->count++] = obj;
+    return 0;
   }
-  pool_node *node = obj;
-  goro__spin_lock(&pool->shared_lock);
-  node->next = pool->shared;
-  pool->shared = node;
-  goro__spin_unlock(&pool->shared_lock);
+  push_list(pool, &pool->shared, obj, obj);
   return 0;
 }
 
-/* Moves each pool's objects to its victim list and frees the old victims.
+/* Ages every pool: frees its victims, makes its shared objects the new
+ * victims and tells each P to move its own objects there at its next use.
  * Called once per goro_gc cycle. */
 void goro__pool_cycle(void) {
   goro__spin_lock(&pools_lock);
   for (goro_pool *pool = pools; pool; pool = pool->next_pool) {
-    pool_node *held = NULL;
-    for (int i = 0; i < GORO__MAX_PROCS; i++) {
-      pool_local *local = __atomic_load_n(&pool->locals[i], __ATOMIC_ACQUIRE);
-      if (!local)
-        continue;
-      goro__spin_lock(&local->lock);
-      while (local->count) {
-        pool_node *node = local->objects[--local->count];
-        node->next = held;
-        held = node;
-      }
-      goro__spin_unlock(&local->lock);
-    }
-
     goro__spin_lock(&pool->shared_lock);
     pool_node *old_victims = pool->victims;
-    if (held) {
-      pool_node *tail = held;
-      while (tail->next)
-        tail = tail->next;
-      tail->next = pool->shared;
-      pool->victims = held;
-    } else {
-      pool->victims = pool->shared;
-    }
+    pool->victims = pool->shared;
     pool->shared = NULL;
+    __atomic_add_fetch(&pool->generation, 1, __ATOMIC_RELEASE);
     goro__spin_unlock(&pool->shared_lock);
     free_list(old_victims);
   }

@@ -55,7 +55,7 @@ bool goro__running;
 goro__pstats goro__global_stats;
 
 static goro__m *allm;
-static __thread goro__m *tls_m __attribute__((tls_model("initial-exec")));
+__thread goro__m *goro__tls_m __attribute__((tls_model("initial-exec")));
 
 static struct {
   goro__spinlock lock; /* global queue and idle list */
@@ -81,7 +81,7 @@ static struct {
 } sched;
 
 GORO__NOIPA goro__m *goro__getm(void) {
-  goro__m *m = tls_m;
+  goro__m *m = goro__tls_m;
   __asm__ volatile("" ::: "memory");
   return m;
 }
@@ -908,7 +908,7 @@ static void bind_thread(goro__m *m) {
   void *addr;
   size_t size;
 
-  tls_m = m;
+  goro__tls_m = m;
   m->san_fiber = goro__san_fiber_current();
   if (pthread_getattr_np(pthread_self(), &attr) == 0) {
     if (pthread_attr_getstack(&attr, &addr, &size) == 0) {
@@ -926,7 +926,7 @@ static void *worker_main(void *arg) {
   goro__fatal_thread_init(m);
   schedule(m);
   goro__fatal_thread_fini(m);
-  tls_m = NULL;
+  goro__tls_m = NULL;
   return NULL;
 }
 
@@ -1035,7 +1035,7 @@ int goro_run(int (*main_fn)(void *arg), void *arg) {
   if (started < goro__nprocs || !sysmon_ok) {
     /* Fewer threads than Ps would strand goroutines on their run queues. */
     goro__fatal_thread_fini(&allm[0]);
-    tls_m = NULL;
+    goro__tls_m = NULL;
     __atomic_store_n(&sched.shutdown, true, __ATOMIC_SEQ_CST);
     for (int i = 1; i < started; i++) {
       __atomic_store_n(&allm[i].sleeping, 0, __ATOMIC_RELEASE);
@@ -1059,7 +1059,7 @@ int goro_run(int (*main_fn)(void *arg), void *arg) {
   /* A pool thread may still ready a goroutine; queues are dropped below. */
   goro__blocking_fini();
   goro__fatal_thread_fini(&allm[0]);
-  tls_m = NULL;
+  goro__tls_m = NULL;
   err = sched.main_status;
 
 out_running:

@@ -168,6 +168,15 @@ typedef struct goro__m {
 /* Returns the M of the calling thread, or NULL. Never cached across a park:
  * a goroutine may resume on another thread. */
 goro__m *goro__getm(void);
+
+/* The M of the calling thread, read inline. Only for code that cannot park
+ * between this read and its last use of the result (the compiler may keep
+ * the TLS address across a call, and a goroutine may resume elsewhere). */
+extern __thread goro__m *goro__tls_m __attribute__((tls_model("initial-exec")));
+static inline goro__p *goro__getp_nopark(void) {
+  goro__m *m = goro__tls_m;
+  return m ? m->p : NULL;
+}
 goro__g *goro__getg(void);
 goro__p *goro__getp(void);
 
