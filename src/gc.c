@@ -7,19 +7,21 @@
  * shrink later), so goroutines that sleep on one page cost nothing. For the
  * 64 slots of one worklist word it
  *
- *   1. suspends each parked goroutine among them (WAITING -> SCANNING);
+ *   1. suspends each goroutine among them that is parked or queued to run
+ *      (WAITING or RUNNABLE -> SCANNING): its context is saved, and the
+ *      worker that would run it waits for step 4;
  *   2. asks mincore which of their pages are resident, now that the
  *      suspended stacks cannot change, and sets each one's span exactly
  *      (this is where growth between parks is seen);
  *   3. applies the shrink rule and releases the chosen ranges in one
  *      batched madvise;
- *   4. resumes the goroutines (SCANNING -> WAITING).
+ *   4. resumes the goroutines (SCANNING -> WAITING or RUNNABLE).
  *
- * A goroutine is suspended only for its own batch, and a waker that finds
- * it SCANNING spins until step 5, so no pause grows with the number of
- * goroutines. Running and runnable goroutines are skipped: their stacks are
- * in use. Only pages below the saved stack pointer are ever released, and
- * those are dead while the goroutine is parked.
+ * A goroutine is suspended only for its own batch, and a waker or worker
+ * that finds it SCANNING spins until step 4, so no pause grows with the
+ * number of goroutines. Running goroutines are skipped: their stacks are in
+ * use. Only pages below the saved stack pointer are ever released, and
+ * those are dead while the goroutine is switched out.
  *
  * The shrink rule is Go's: a stack whose used depth (top - sp) is under a
  * quarter of its span gives back the pages below half of the span. goro
@@ -200,15 +202,20 @@ static void visit(goro__g *g, uintptr_t lowest, uint64_t cycle, cycle_totals *to
   }
 }
 
+/* Suspends a goroutine that is parked or queued (its context is saved);
+ * returns NULL for one that runs or has exited. */
 static goro__g *try_suspend(uintptr_t top) {
   goro__g *g = descriptor_of(top);
-  uint32_t expected = GORO__G_WAITING;
 
   if (__atomic_load_n(&g->magic, __ATOMIC_ACQUIRE) != GORO__G_MAGIC)
     return NULL;
-  if (!__atomic_compare_exchange_n(&g->state, &expected, GORO__G_SCANNING, false,
-                                   __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+  uint32_t state = __atomic_load_n(&g->state, __ATOMIC_ACQUIRE);
+  if (state != GORO__G_WAITING && state != GORO__G_RUNNABLE)
     return NULL;
+  if (!__atomic_compare_exchange_n(&g->state, &state, GORO__G_SCANNING, false, __ATOMIC_ACQUIRE,
+                                   __ATOMIC_RELAXED))
+    return NULL;
+  g->scan_from = state;
   return g;
 }
 
@@ -219,7 +226,7 @@ static void release_and_resume(goro__g *const *suspended, size_t nsuspended,
     goro__stack_release_ranges(releases, nreleases,
                                goro__pol.madv_free ? MADV_FREE : MADV_DONTNEED);
   for (size_t k = 0; k < nsuspended; k++)
-    __atomic_store_n(&suspended[k]->state, GORO__G_WAITING, __ATOMIC_RELEASE);
+    __atomic_store_n(&suspended[k]->state, suspended[k]->scan_from, __ATOMIC_RELEASE);
 }
 
 /* One mincore vector for the whole cycle (cycles hold cycle_lock). */

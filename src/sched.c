@@ -633,7 +633,16 @@ static void destroy_g(goro__p *p, goro__g *g) {
 static void execute(goro__m *m, goro__g *g) {
   m->curg = g;
   g->m = m;
-  __atomic_store_n(&g->state, GORO__G_RUNNING, __ATOMIC_RELAXED);
+  /* A shrink cycle may hold the queued goroutine's stack for a moment. */
+  for (;;) {
+    uint32_t state = GORO__G_RUNNABLE;
+    if (__atomic_compare_exchange_n(&g->state, &state, GORO__G_RUNNING, false, __ATOMIC_ACQUIRE,
+                                    __ATOMIC_RELAXED))
+      break;
+    if (state != GORO__G_SCANNING)
+      goro__throw("execute: goroutine is not runnable");
+    goro__cpu_relax();
+  }
   m->after = GORO__AFTER_NONE;
   errno = g->saved_errno;
 
@@ -662,6 +671,7 @@ static void execute(goro__m *m, goro__g *g) {
   case GORO__AFTER_YIELD:
     goro__account_sp(m->p, g, (uintptr_t)g->ctx.sp);
     __atomic_store_n(&g->state, GORO__G_RUNNABLE, __ATOMIC_RELEASE);
+    goro__stack_mark_visit(g->slot.cls, g->slot_index, true);
     globrunq_put(g);
     break;
   case GORO__AFTER_EXIT:

@@ -17,12 +17,13 @@
  *   WAITING   parked; on the wait queue of what it waits for (a channel,
  *             mutex, wait group or the timer heap) or on none (an empty
  *             select). Only the waker may make it RUNNABLE.
- *   SCANNING  parked, and a shrink cycle owns the stack below its sp for a
- *             moment (reads its span, may release pages). A waker spins
- *             until the cycle puts it back to WAITING.
+ *   SCANNING  parked or queued, and a shrink cycle owns the stack below its
+ *             sp for a moment (reads its span, may release pages). A waker
+ *             or a worker about to run it spins until the cycle restores
+ *             the state it had (scan_from).
  *   DEAD      exited; its slot is back in a cache. Nothing refers to it.
  * Legal moves: RUNNABLE -> RUNNING -> {RUNNABLE, WAITING, DEAD},
- * WAITING -> {RUNNABLE, SCANNING}, SCANNING -> WAITING.
+ * {WAITING, RUNNABLE} -> SCANNING -> the same state again.
  */
 #ifndef GORO_SCHED_H
 #define GORO_SCHED_H
@@ -54,6 +55,7 @@ typedef struct goro__g {
   uint64_t magic;            /* GORO__G_MAGIC while the slot holds a live G */
   uint32_t state;            /* enum goro__gstate */
   uint32_t select_done;      /* 0 until one select case claims the wakeup */
+  uint32_t scan_from;        /* state to restore when a cycle ends SCANNING */
   int64_t id;                /* spawn zeroes the descriptor from here on */
   goro_fn fn;
   void *arg;
