@@ -6,6 +6,8 @@
 #   demo   building goro and the demo
 #   bench  the benchmark suite: Go, Boost.Context, mimalloc, gnuplot and
 #          hyperfine for the comparison runs and their plots
+#   prometheus  promtool, for `make check-prometheus` (Debian ships it in the
+#          prometheus package, with the server and its web assets)
 #
 # Only packages that dpkg does not report as installed are installed, so a
 # machine that has everything prints nothing and makes no network request.
@@ -14,7 +16,7 @@
 set -eu
 
 usage() {
-  echo "usage: $0 test|demo|bench" >&2
+  echo "usage: $0 test|demo|bench|prometheus" >&2
   exit 2
 }
 
@@ -23,6 +25,7 @@ case "$1" in
 test) packages="gcc make libc6-dev binutils libasan8 libubsan1 procps" ;;
 demo) packages="gcc make libc6-dev" ;;
 bench) packages="gcc g++ make libc6-dev binutils golang-go libboost-context-dev gnuplot-nox libmimalloc-dev hyperfine" ;;
+prometheus) packages="gcc make libc6-dev prometheus" ;;
 *) usage ;;
 esac
 
