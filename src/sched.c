@@ -350,6 +350,8 @@ static void wake_sysmon(void) {
   goro__futex_wake(&sched.sysmon_seq, 1);
 }
 
+void goro__wake_monitor(void) { wake_sysmon(); }
+
 /* Runs on g0 once the sleeping goroutine has switched out, so the monitor
  * cannot ready it while its context is still being saved. */
 static void add_timer_after_park(goro__g *g, void *arg) {
@@ -455,6 +457,7 @@ static void *sysmon_main(void *arg) {
       goro__stack_scavenge(GORO__WARM_BOUND, excess / 8 > (2 << 20) ? excess / 8 : (2 << 20));
     }
 
+    goro__stack_precarve();
     goro__gc_tick(now);
     if (goro__dbg.schedtrace_ms > 0)
       print_schedtrace(now);

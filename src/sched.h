@@ -187,6 +187,9 @@ goro__p *goro__getp(void);
  * visible to wakers. Must be called from a goroutine. */
 void goro__park(void (*unlock)(goro__g *g, void *arg), void *arg);
 
+/* Wakes the monitor thread for work that should not wait for its tick. */
+void goro__wake_monitor(void);
+
 /* Makes a WAITING goroutine RUNNABLE. Any thread may call it. */
 void goro__ready(goro__g *g);
 

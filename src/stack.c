@@ -250,8 +250,7 @@ static uint64_t install_guards(stack_class *sc, uint64_t first, uint64_t n) {
   return done;
 }
 
-/* Carves a batch of new slots onto the class free list. Caller holds sc->lock. */
-static int carve_batch(stack_class *sc) {
+static uint64_t batch_slots(const stack_class *sc) {
   uint64_t n = CARVE_BATCH_BYTES / sc->slot_size;
 
   if (n < 1)
@@ -260,10 +259,12 @@ static int carve_batch(stack_class *sc) {
     n = CARVE_BATCH_MAX;
   if (n > sc->capacity - sc->carved)
     n = sc->capacity - sc->carved;
-  if (n == 0)
-    return GORO_ENOMEM;
+  return n;
+}
 
-  /* Every carved slot can be free at once, so the list holds carved + n. */
+/* Makes the slot lists able to hold every carved slot plus n more (each
+ * list may hold all of them at once). Caller holds sc->lock. */
+static int reserve_lists(stack_class *sc, uint64_t n) {
   if (sc->carved + n > sc->free_cap) {
     uint64_t cap = sc->free_cap ? sc->free_cap * 2 : 1024;
     while (cap < sc->carved + n)
@@ -282,6 +283,18 @@ static int carve_batch(stack_class *sc) {
     sc->untrimmed = warm;
     sc->free_cap = cap;
   }
+  return 0;
+}
+
+/* Carves a batch of new slots onto the class free list. Caller holds
+ * sc->lock; this is the slow path of a spawn that found no free slot. */
+static int carve_batch(stack_class *sc) {
+  uint64_t n = batch_slots(sc);
+
+  if (n == 0)
+    return GORO_ENOMEM;
+  if (reserve_lists(sc, n) != 0)
+    return GORO_ENOMEM;
 
   uint64_t guarded = install_guards(sc, sc->carved, n);
   if (guarded < n && !goro__unguarded_ok) {
@@ -370,7 +383,12 @@ int goro__stack_alloc(goro__p *p, int cls, goro__slot *out) {
     }
   }
   uint32_t entry = sc->free[--sc->free_count];
+  /* Crossing the low-water mark asks the monitor to carve the next batch
+   * now, while this list still has slots. */
+  bool low = sc->free_count == batch_slots(sc) / 2;
   goro__spin_unlock(&sc->lock);
+  if (low)
+    goro__wake_monitor();
 
   slot_from_index(cls, entry & ~GUARD_REMOVED, out);
   if (entry & GUARD_REMOVED) {
@@ -791,4 +809,38 @@ uint64_t goro__stack_release_guards(void) {
   }
   __atomic_fetch_sub(&arena.guards, removed, __ATOMIC_RELAXED);
   return removed;
+}
+
+void goro__stack_precarve(void) {
+  /* With mprotect guards the budget and the guarded prefix are tracked
+   * under the lock; only MADV_GUARD_INSTALL carving runs unlocked. */
+  if (arena.mode != GUARD_MADVISE)
+    return;
+  for (int c = 0; c < GORO__NUM_CLASSES; c++) {
+    stack_class *sc = &arena.classes[c];
+
+    if (!__atomic_load_n(&sc->carved, __ATOMIC_RELAXED))
+      continue; /* a class nobody uses gets no slots ahead of demand */
+    goro__spin_lock(&sc->lock);
+    uint64_t n = batch_slots(sc);
+    if (sc->free_count >= n / 2 + 1 || n == 0 || reserve_lists(sc, n) != 0) {
+      goro__spin_unlock(&sc->lock);
+      continue;
+    }
+    /* Reserve the indices, then install guards without the lock so that
+     * spawns never wait for the system calls. */
+    uint64_t first = sc->carved;
+    __atomic_store_n(&sc->carved, first + n, __ATOMIC_RELEASE);
+    sc->guarded_upto = first + n;
+    goro__spin_unlock(&sc->lock);
+
+    uint64_t guarded = install_guards(sc, first, n);
+    __atomic_fetch_add(&arena.guards, guarded, __ATOMIC_RELAXED);
+
+    /* A slot whose guard failed (out of memory) is never handed out. */
+    goro__spin_lock(&sc->lock);
+    for (uint64_t i = guarded; i-- > 0;)
+      sc->free[sc->free_count++] = (uint32_t)(first + i);
+    goro__spin_unlock(&sc->lock);
+  }
 }

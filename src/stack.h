@@ -82,6 +82,10 @@ uint64_t goro__stack_trim(void);
  * back when it is next used. Returns the guards removed. */
 uint64_t goro__stack_release_guards(void);
 
+/* Carves slots ahead of demand for classes whose free list runs low, so
+ * that guard installation stays off the spawn path. Monitor thread only. */
+void goro__stack_precarve(void);
+
 /* Empties every P's slot cache and all warm lists, releasing their pages. */
 uint64_t goro__stack_drain_caches(struct goro__p *allp, int nprocs);
 
