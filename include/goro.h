@@ -88,7 +88,8 @@ GORO_API int goro_run(int (*main_fn)(void *arg), void *arg);
 typedef struct goro_spawn_opts {
   size_t size;       /* sizeof(goro_spawn_opts), for versioning; 0 means current */
   size_t max_stack;  /* maximum stack in bytes; 0 means the global maximum */
-  size_t stack_hint; /* bytes of stack to commit up front; 0 means none */
+  size_t stack_hint; /* bytes of stack to commit up front for frames, below the
+                        descriptor; 0 means none */
 } goro_spawn_opts;
 
 /*
