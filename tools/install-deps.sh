@@ -24,7 +24,7 @@ usage() {
 case "$1" in
 test) packages="gcc make libc6-dev binutils libasan8 libubsan1 procps" ;;
 demo) packages="gcc make libc6-dev" ;;
-bench) packages="gcc g++ make libc6-dev binutils golang-go libboost-context-dev gnuplot-nox libmimalloc-dev hyperfine" ;;
+bench) packages="gcc g++ make libc6-dev binutils python3 golang-go libboost-context-dev gnuplot-nox libmimalloc-dev hyperfine" ;;
 prometheus) packages="gcc make libc6-dev prometheus" ;;
 *) usage ;;
 esac
