@@ -533,6 +533,17 @@ static goro__g *find_runnable(goro__m *m) {
     if (__atomic_load_n(&sched.shutdown, __ATOMIC_ACQUIRE))
       return NULL;
 
+    /* Now and then the global queue goes first, or goroutines there (yielded
+     * ones, overflow, those readied by other threads) would wait as long as
+     * the local queue never empties. 61 is Go's choice: prime, so it does
+     * not fall into step with a workload's own period. */
+    if (++m->schedtick % 61 == 0 && __atomic_load_n(&sched.gq_size, __ATOMIC_ACQUIRE)) {
+      goro__spin_lock(&sched.lock);
+      g = globrunq_get(p);
+      goro__spin_unlock(&sched.lock);
+      if (g)
+        return g;
+    }
     if ((g = runq_get(p)))
       return g;
     /* Timers are the monitor's job; a worker with nothing queued also runs

@@ -158,6 +158,7 @@ typedef struct goro__m {
   void (*after_fn)(goro__g *g, void *arg);
   void *after_arg;
   uint64_t rand_state;
+  uint32_t schedtick;        /* goroutines scheduled, for global-queue fairness */
   void *altstack;
   size_t altstack_size;
   stack_t previous_altstack; /* restored when the thread leaves goro_run */
