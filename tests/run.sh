@@ -6,8 +6,8 @@
 # they come and counts them. It exits 1 if any test failed or any binary
 # exited non-zero, so a crash of a binary's own runner counts as a failure.
 #
-# GORO_TEST_SANITIZER=asan|ubsan selects sanitizer options that stop at the
-# first error and print a stack trace. The tests read the same variable to
+# GORO_TEST_SANITIZER=asan|ubsan|tsan selects sanitizer options that stop at
+# the first error and print a stack trace. The tests read the same variable to
 # scale heavy workloads down.
 set -u
 
@@ -29,9 +29,14 @@ ubsan)
   UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:print_summary=1:${UBSAN_OPTIONS:-}"
   export UBSAN_OPTIONS
   ;;
+tsan)
+  # The first data race ends the test process, so the race fails its test.
+  TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:print_summary=1:${TSAN_OPTIONS:-}"
+  export TSAN_OPTIONS
+  ;;
 "") ;;
 *)
-  echo "run.sh: unknown GORO_TEST_SANITIZER=$GORO_TEST_SANITIZER (use asan or ubsan)" >&2
+  echo "run.sh: unknown GORO_TEST_SANITIZER=$GORO_TEST_SANITIZER (use asan, ubsan or tsan)" >&2
   exit 2
   ;;
 esac
