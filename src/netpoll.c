@@ -42,7 +42,8 @@
 
 typedef struct poll_desc {
   uintptr_t latch[2];   /* [0] read, [1] write */
-  uint32_t registered;  /* 1 once in the epoll set, 2 if epoll rejects it */
+  uint32_t registered;  /* 1 once in the epoll set */
+  uint32_t generation;  /* bumped by goro_close: a woken waiter's fd is gone */
 } poll_desc;
 
 static struct {
@@ -188,16 +189,12 @@ void goro__netpoll_fini(void) {
 
 /* Registers fd (non-blocking, edge-triggered, both directions). Returns 0,
  * or -1 with errno set: EPERM for descriptors epoll cannot watch, such as
- * regular files. */
+ * regular files. That answer is not remembered: the number may belong to a
+ * socket after a plain close(), and regular files are better read through
+ * goro_run_blocking anyway. */
 static int ensure_registered(int fd, poll_desc *pd) {
-  uint32_t state = __atomic_load_n(&pd->registered, __ATOMIC_ACQUIRE);
-
-  if (state == 1)
+  if (__atomic_load_n(&pd->registered, __ATOMIC_ACQUIRE) == 1)
     return 0;
-  if (state == 2) {
-    errno = EPERM;
-    return -1;
-  }
   int flags = fcntl(fd, F_GETFL);
   if (flags < 0)
     return -1;
@@ -207,11 +204,8 @@ static int ensure_registered(int fd, poll_desc *pd) {
       .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
       .data.fd = fd,
   };
-  if (epoll_ctl(np.epfd, EPOLL_CTL_ADD, fd, &ev) != 0 && errno != EEXIST) {
-    if (errno == EPERM)
-      __atomic_store_n(&pd->registered, 2, __ATOMIC_RELEASE);
+  if (epoll_ctl(np.epfd, EPOLL_CTL_ADD, fd, &ev) != 0 && errno != EEXIST)
     return -1;
-  }
   /* A fresh registration reports the current state as an edge, so old
    * latch contents cannot hide readiness. */
   __atomic_store_n(&pd->registered, 1, __ATOMIC_RELEASE);
@@ -254,6 +248,22 @@ static int wait_ready(int fd, int dir) {
   if (ensure_registered(fd, pd) != 0)
     return -1;
 
+  /* The record may be stale: a plain close() and a new descriptor with the
+   * same number leave it "registered" while epoll has dropped the old file.
+   * Re-arming says so (ENOENT); then register afresh, which also makes the
+   * new descriptor non-blocking, and let the caller try again. MOD also
+   * re-arms the edge, so readiness present now is reported. */
+  struct epoll_event ev = {
+      .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+      .data.fd = fd,
+  };
+  if (epoll_ctl(np.epfd, EPOLL_CTL_MOD, fd, &ev) != 0) {
+    if (errno != ENOENT)
+      return -1;
+    __atomic_store_n(&pd->registered, 0, __ATOMIC_RELEASE);
+    return ensure_registered(fd, pd);
+  }
+
   /* An unconsumed event means "try again now". */
   uintptr_t ready = LATCH_READY;
   if (__atomic_compare_exchange_n(&pd->latch[dir], &ready, 0, false, __ATOMIC_ACQ_REL,
@@ -263,8 +273,13 @@ static int wait_ready(int fd, int dir) {
     errno = EBUSY; /* another goroutine already waits in this direction */
     return -1;
   }
+  uint32_t generation = __atomic_load_n(&pd->generation, __ATOMIC_ACQUIRE);
   latch_park park = {.latch = &pd->latch[dir]};
   goro__park(park_on_latch, &park);
+  if (__atomic_load_n(&pd->generation, __ATOMIC_ACQUIRE) != generation) {
+    errno = EBADF; /* closed with goro_close while we waited */
+    return -1;
+  }
   return 0;
 }
 
@@ -341,20 +356,30 @@ int goro_connect(int fd, const struct sockaddr *addr, socklen_t addrlen) {
     return -1;
   if (connect(fd, addr, addrlen) == 0)
     return 0;
-  if (errno != EINPROGRESS || !goro__getg())
-    return -1;
-  if (wait_ready(fd, 1) != 0)
+  if (errno != EINPROGRESS)
     return -1;
 
-  int err = 0;
-  socklen_t len = sizeof err;
-  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
-    return -1;
-  if (err) {
-    errno = err;
-    return -1;
+  /* Writable means the handshake ended, but an event left from before the
+   * connect can wake us early: ask the socket, and wait again while it is
+   * still connecting. */
+  for (;;) {
+    if (wait_ready(fd, 1) != 0)
+      return -1;
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+      return -1;
+    if (err) {
+      errno = err;
+      return -1;
+    }
+    struct sockaddr_storage peer;
+    socklen_t peer_len = sizeof peer;
+    if (getpeername(fd, (struct sockaddr *)&peer, &peer_len) == 0)
+      return 0;
+    if (errno != ENOTCONN)
+      return -1;
   }
-  return 0;
 }
 
 int goro_close(int fd) {
@@ -364,9 +389,10 @@ int goro_close(int fd) {
     epoll_ctl(np.epfd, EPOLL_CTL_DEL, fd, NULL);
   int rc = close(fd);
   if (pd) {
-    /* Close first, then wake: a goroutine parked on fd retries, and its
-     * system call fails with EBADF instead of parking again. */
+    /* Close first, then wake: a goroutine parked on fd sees the new
+     * generation and fails with EBADF, even if the number is reused. */
     __atomic_store_n(&pd->registered, 0, __ATOMIC_RELEASE);
+    __atomic_add_fetch(&pd->generation, 1, __ATOMIC_RELEASE);
     latch_open(&pd->latch[0]);
     latch_open(&pd->latch[1]);
   }

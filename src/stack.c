@@ -186,7 +186,10 @@ int goro__stack_init(void) {
     sc->capacity = arena.region_size / sc->slot_size;
     if (sc->capacity > UINT32_MAX)
       sc->capacity = UINT32_MAX;
-    /* Reserved, not committed: only the words of carved slots get pages. */
+    /* Reserved, not committed: only the words of carved slots get pages. A
+     * small arena may leave the largest classes without a slot. */
+    if (sc->capacity == 0)
+      continue;
     void *bits = mmap(NULL, (sc->capacity + 63) / 64 * sizeof(uint64_t),
                       PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (bits == MAP_FAILED) {
