@@ -73,15 +73,15 @@ void goro__gc_init(void) {
   if (policy_set_by_api)
     return;
   if (goro__dbg.shrink_off)
-    goro__pol.shrink = false;
+    __atomic_store_n(&goro__pol.shrink, false, __ATOMIC_RELAXED);
   if (goro__dbg.adaptive_start >= 0)
-    goro__pol.adaptive_start = goro__dbg.adaptive_start;
+    __atomic_store_n(&goro__pol.adaptive_start, goro__dbg.adaptive_start, __ATOMIC_RELAXED);
   if (goro__dbg.madv_free)
-    goro__pol.madv_free = true;
+    __atomic_store_n(&goro__pol.madv_free, true, __ATOMIC_RELAXED);
   if (goro__dbg.hysteresis >= 0)
-    goro__pol.hysteresis = (uint32_t)goro__dbg.hysteresis;
+    __atomic_store_n(&goro__pol.hysteresis, (uint32_t)goro__dbg.hysteresis, __ATOMIC_RELAXED);
   if (goro__dbg.gc_period_ms >= 0)
-    goro__pol.gc_period_ns = goro__dbg.gc_period_ms * 1000 * 1000;
+    __atomic_store_n(&goro__pol.gc_period_ns, goro__dbg.gc_period_ms * 1000 * 1000, __ATOMIC_RELAXED);
 }
 
 int goro_get_stack_policy(goro_stack_policy *out) {
@@ -89,11 +89,11 @@ int goro_get_stack_policy(goro_stack_policy *out) {
     return GORO_EINVAL;
   memset(out, 0, sizeof *out);
   out->size = sizeof *out;
-  out->shrink = goro__pol.shrink;
-  out->madv_free = goro__pol.madv_free;
-  out->adaptive_start = goro__pol.adaptive_start;
-  out->hysteresis = goro__pol.hysteresis;
-  out->gc_period_ns = goro__pol.gc_period_ns;
+  out->shrink = GORO__POLICY(shrink);
+  out->madv_free = GORO__POLICY(madv_free);
+  out->adaptive_start = GORO__POLICY(adaptive_start);
+  out->hysteresis = GORO__POLICY(hysteresis);
+  out->gc_period_ns = GORO__POLICY(gc_period_ns);
   return 0;
 }
 
@@ -103,11 +103,11 @@ int goro_set_stack_policy(const goro_stack_policy *policy) {
   if (policy->hysteresis > 64 || policy->gc_period_ns < 0)
     return GORO_EINVAL;
   pthread_mutex_lock(&cycle_lock);
-  goro__pol.shrink = policy->shrink;
-  goro__pol.madv_free = policy->madv_free;
-  goro__pol.adaptive_start = policy->adaptive_start;
-  goro__pol.hysteresis = policy->hysteresis;
-  goro__pol.gc_period_ns = policy->gc_period_ns;
+  __atomic_store_n(&goro__pol.shrink, policy->shrink, __ATOMIC_RELAXED);
+  __atomic_store_n(&goro__pol.madv_free, policy->madv_free, __ATOMIC_RELAXED);
+  __atomic_store_n(&goro__pol.adaptive_start, policy->adaptive_start, __ATOMIC_RELAXED);
+  __atomic_store_n(&goro__pol.hysteresis, policy->hysteresis, __ATOMIC_RELAXED);
+  __atomic_store_n(&goro__pol.gc_period_ns, policy->gc_period_ns, __ATOMIC_RELAXED);
   policy_set_by_api = true;
   pthread_mutex_unlock(&cycle_lock);
   return 0;
@@ -167,13 +167,13 @@ static uintptr_t shrink_target(goro__g *g, uint64_t cycle) {
     g->last_use_cycle = cycle;
   uint64_t last_need = g->last_use_cycle > g->last_growth_cycle ? g->last_use_cycle
                                                                  : g->last_growth_cycle;
-  if (g->hold > goro__pol.hysteresis && cycle - last_need > 4 * (uint64_t)g->hold)
+  if (g->hold > GORO__POLICY(hysteresis) && cycle - last_need > 4 * (uint64_t)g->hold)
     g->hold /= 2;
 
-  if (!goro__pol.shrink || span <= GORO__PAGE_SIZE || used >= span / 4)
+  if (!GORO__POLICY(shrink) || span <= GORO__PAGE_SIZE || used >= span / 4)
     return g->committed_lo;
   uintptr_t target = (top - span / 2) & ~(GORO__PAGE_SIZE - 1);
-  if (goro__pol.hysteresis && cycle - last_need <= g->hold) {
+  if (GORO__POLICY(hysteresis) && cycle - last_need <= g->hold) {
     arm_probe(g, target - GORO__PAGE_SIZE, cycle);
     return g->committed_lo;
   }
@@ -224,7 +224,7 @@ static void release_and_resume(goro__g *const *suspended, size_t nsuspended,
                                size_t nreleases) {
   if (nreleases)
     goro__stack_release_ranges(releases, nreleases,
-                               goro__pol.madv_free ? MADV_FREE : MADV_DONTNEED);
+                               GORO__POLICY(madv_free) ? MADV_FREE : MADV_DONTNEED);
   for (size_t k = 0; k < nsuspended; k++)
     __atomic_store_n(&suspended[k]->state, suspended[k]->scan_from, __ATOMIC_RELEASE);
 }
@@ -324,7 +324,7 @@ static void update_start_size(const cycle_totals *totals) {
     counts[b] += __atomic_exchange_n(&goro__global_stats.exit_peaks[b], 0, __ATOMIC_RELAXED);
     total += counts[b];
   }
-  if (!goro__pol.adaptive_start) {
+  if (!GORO__POLICY(adaptive_start)) {
     __atomic_store_n(&goro__start_size, GORO__PAGE_SIZE, __ATOMIC_RELAXED);
     return;
   }
@@ -388,7 +388,7 @@ int64_t goro_free_os_memory(void) {
 }
 
 void goro__gc_tick(int64_t now) {
-  int64_t period = goro__pol.gc_period_ns;
+  int64_t period = GORO__POLICY(gc_period_ns);
 
   if (period <= 0 || now - last_auto_cycle < period)
     return;

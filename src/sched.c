@@ -822,7 +822,7 @@ static int64_t spawn(goro_fn fn, void *arg, size_t max_stack, size_t hint, bool 
    * share of the top page comes on top of it. The adaptive start size is
    * measured from the slot top (top - sp), so it is a span as it stands. */
   size_t span = hint ? hint + (slot.top - g_addr) : 0;
-  if (goro__pol.adaptive_start) {
+  if (GORO__POLICY(adaptive_start)) {
     size_t start = __atomic_load_n(&goro__start_size, __ATOMIC_RELAXED);
     if (start > span)
       span = start;
@@ -840,7 +840,7 @@ static int64_t spawn(goro_fn fn, void *arg, size_t max_stack, size_t hint, bool 
   g->committed_lo = slot.top;
   g->max_stack = slot.top - slot.lo;
   g->timer_index = -1;
-  g->hold = goro__pol.hysteresis;
+  g->hold = GORO__POLICY(hysteresis);
   g->peak_used = 0;
   g->last_growth_cycle = __atomic_load_n(&goro__gc_cycle, __ATOMIC_RELAXED);
   g->san_fiber = goro__san_fiber_create();

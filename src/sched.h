@@ -224,6 +224,8 @@ typedef struct goro__policy {
   int64_t gc_period_ns;
 } goro__policy;
 extern goro__policy goro__pol;
+/* Reads one policy field: goro_set_stack_policy may store it concurrently. */
+#define GORO__POLICY(field) __atomic_load_n(&goro__pol.field, __ATOMIC_RELAXED)
 #define GORO__MAX_HOLD 64
 extern uint64_t goro__gc_cycle;      /* cycles started, the clock of hysteresis */
 extern uint64_t goro__start_size;    /* bytes a new goroutine commits (adaptive start) */
