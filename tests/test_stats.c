@@ -649,9 +649,9 @@ static struct {
 
 /* memstats counts a parked goroutine at the depth of its saved stack
  * pointer. goro_stack_info_self, called after the wake-up, reads the span
- * exactly, so it also counts pages that frames below the bottom touched:
- * the park and wake paths, the dynamic linker resolving a first call, and
- * under ASan the mincore interceptor of goro_stack_info_self itself. */
+ * exactly, so it also counts the pages that frames below the bottom one
+ * touched. Those are the park and wake paths, the dynamic linker resolving
+ * a first call, and under ASan the mincore interceptor itself. */
 static void hist_bottom(void *arg) {
   size_t *seen = arg;
   goro_stack_info info;
