@@ -98,7 +98,7 @@ static inline void goro__hist_add(goro__hist_cell *cell, int64_t count, int64_t 
   /* Signed 128-bit arithmetic, so that count -1 borrows nothing from the
    * bytes half (a bucket's count is never below zero). */
   goro__hist_cell delta = (goro__hist_cell)((__int128)bytes * ((__int128)1 << 64) + count);
-  goro__hist_cell old = *(volatile goro__hist_cell *)cell;
+  goro__hist_cell old = 0; /* a guess: the first CAS returns the real value */
 
   for (;;) {
     goro__hist_cell seen = __sync_val_compare_and_swap(cell, old, old + delta);

@@ -253,6 +253,22 @@ static uint64_t install_guards(stack_class *sc, uint64_t first, uint64_t n) {
   return done;
 }
 
+/* The list counts are written under sc->lock but read without it as
+ * hints (is there anything to trim or scavenge?), so writes are atomic. */
+static void count_set(uint64_t *count, uint64_t value) {
+  __atomic_store_n(count, value, __ATOMIC_RELAXED);
+}
+
+static void warm_push(warm_slot *list, uint64_t *count, warm_slot w) {
+  list[*count] = w;
+  count_set(count, *count + 1);
+}
+
+static warm_slot warm_pop(warm_slot *list, uint64_t *count) {
+  count_set(count, *count - 1);
+  return list[*count];
+}
+
 static uint64_t batch_slots(const stack_class *sc) {
   uint64_t n = CARVE_BATCH_BYTES / sc->slot_size;
 
@@ -284,7 +300,7 @@ static int reserve_lists(stack_class *sc, uint64_t n) {
     if (!warm)
       return GORO_ENOMEM;
     sc->untrimmed = warm;
-    sc->free_cap = cap;
+    __atomic_store_n(&sc->free_cap, cap, __ATOMIC_RELAXED);
   }
   return 0;
 }
@@ -306,7 +322,7 @@ static int carve_batch(stack_class *sc) {
     n = guarded;
   }
   if (sc->guarded_upto == sc->carved)
-    sc->guarded_upto += guarded;
+    __atomic_store_n(&sc->guarded_upto, sc->guarded_upto + guarded, __ATOMIC_RELAXED);
   __atomic_fetch_add(&arena.guards, guarded, __ATOMIC_RELAXED);
   __atomic_fetch_add(&arena.unguarded, n - guarded, __ATOMIC_RELAXED);
 
@@ -325,7 +341,7 @@ static void slot_from_index(int cls, uint64_t index, goro__slot *out) {
   out->top = out->base + sc->slot_size;
   out->resident_lo = out->top;
   out->cls = (uint32_t)cls;
-  out->guarded = index < sc->guarded_upto;
+  out->guarded = index < __atomic_load_n(&sc->guarded_upto, __ATOMIC_RELAXED);
 }
 
 /* Takes a slot from p's cache, or returns false. */
@@ -359,7 +375,8 @@ int goro__stack_alloc(goro__p *p, int cls, goro__slot *out) {
   goro__spin_lock(&sc->lock);
   if (sc->warm_count || sc->untrimmed_count) {
     bool trimmed = sc->warm_count != 0;
-    warm_slot w = trimmed ? sc->warm[--sc->warm_count] : sc->untrimmed[--sc->untrimmed_count];
+    warm_slot w = trimmed ? warm_pop(sc->warm, &sc->warm_count)
+                          : warm_pop(sc->untrimmed, &sc->untrimmed_count);
     goro__spin_unlock(&sc->lock);
 
     uintptr_t span = (uintptr_t)w.span_pages * GORO__PAGE_SIZE;
@@ -458,7 +475,7 @@ void goro__stack_free(goro__p *p, goro__slot *slot, uintptr_t keep) {
   };
   goro__spin_lock(&sc->lock);
   /* free_cap >= carved always holds (see carve_batch), so this is in bounds. */
-  sc->untrimmed[sc->untrimmed_count++] = w;
+  warm_push(sc->untrimmed, &sc->untrimmed_count, w);
   goro__spin_unlock(&sc->lock);
   __atomic_fetch_add(&arena.warm_bytes, span, __ATOMIC_RELAXED);
 }
@@ -502,9 +519,9 @@ static uint64_t release_warm_batch(stack_class *sc) {
 
   goro__spin_lock(&sc->lock);
   while (n < CARVE_BATCH_MAX && sc->untrimmed_count)
-    batch[n++] = sc->untrimmed[--sc->untrimmed_count];
+    batch[n++] = warm_pop(sc->untrimmed, &sc->untrimmed_count);
   while (n < CARVE_BATCH_MAX && sc->warm_count)
-    batch[n++] = sc->warm[--sc->warm_count];
+    batch[n++] = warm_pop(sc->warm, &sc->warm_count);
   goro__spin_unlock(&sc->lock);
   if (n == 0)
     return 0;
@@ -558,7 +575,7 @@ uint64_t goro__stack_trim(void) {
      * pages are being released. */
     goro__spin_lock(&sc->lock);
     while (n < CARVE_BATCH_MAX && sc->untrimmed_count)
-      batch[n++] = sc->untrimmed[--sc->untrimmed_count];
+      batch[n++] = warm_pop(sc->untrimmed, &sc->untrimmed_count);
     goro__spin_unlock(&sc->lock);
 
     /* Keep what the slot's last goroutine needed warm for the next one;
@@ -594,7 +611,7 @@ uint64_t goro__stack_trim(void) {
 
     goro__spin_lock(&sc->lock);
     for (size_t i = 0; i < n; i++)
-      sc->warm[sc->warm_count++] = batch[i];
+      warm_push(sc->warm, &sc->warm_count, batch[i]);
     goro__spin_unlock(&sc->lock);
     __atomic_fetch_add(&arena.warm_bytes, (uint64_t)delta, __ATOMIC_RELAXED);
     GORO__STAT_ADD((goro__p *)NULL, stack_cache, delta);
@@ -834,7 +851,7 @@ void goro__stack_precarve(void) {
      * spawns never wait for the system calls. */
     uint64_t first = sc->carved;
     __atomic_store_n(&sc->carved, first + n, __ATOMIC_RELEASE);
-    sc->guarded_upto = first + n;
+    __atomic_store_n(&sc->guarded_upto, first + n, __ATOMIC_RELAXED);
     goro__spin_unlock(&sc->lock);
 
     uint64_t guarded = install_guards(sc, first, n);
