@@ -55,9 +55,10 @@ extern "C" {
   X(GORO_ESTATE, -6, "goro runtime is not running (call goro_run first)")     \
   X(GORO_ERANGE, -7, "value out of range")                                    \
   X(GORO_EMAPLIMIT, -8,                                                       \
-    "guard pages would exceed vm.max_map_count; this kernel lacks "           \
-    "MADV_GUARD_INSTALL (Linux >= 6.13), so raise vm.max_map_count or "       \
-    "allow unguarded stacks")                                                 \
+    "guard pages would exceed vm.max_map_count: guards are made with "        \
+    "mprotect (kernel without MADV_GUARD_INSTALL, Linux < 6.13, or "          \
+    "GORODEBUG=guardmode=mprotect); raise vm.max_map_count or call "          \
+    "goro_allow_unguarded")                                                   \
   X(GORO_EBUSY, -9, "object is in use (goroutines are waiting on it)")        \
   X(GORO_ETHREAD, -10, "failed to start an OS thread")
 

@@ -364,28 +364,43 @@ static cycle_totals run_cycle(void) {
   return totals;
 }
 
-int64_t goro_gc(void) {
-  if (!__atomic_load_n(&goro__running, __ATOMIC_ACQUIRE))
-    return GORO_ESTATE;
+typedef struct cycle_request {
+  bool free_os_memory;
+  int64_t released;
+} cycle_request;
+
+static void run_request(void *arg) {
+  cycle_request *req = arg;
+
   pthread_mutex_lock(&cycle_lock);
   cycle_totals totals = run_cycle();
+  req->released = (int64_t)totals.released;
+  if (req->free_os_memory) {
+    req->released += (int64_t)goro__stack_drain_caches(goro__allp, goro__nprocs);
+    /* Guard markers live in page tables, which the kernel frees only once a
+     * table holds nothing: without this, a million slots would keep about
+     * 550 MiB of page tables after every stack page is gone. */
+    goro__stack_release_guards();
+  }
   pthread_mutex_unlock(&cycle_lock);
-  return (int64_t)totals.released;
 }
 
-int64_t goro_free_os_memory(void) {
+/* Runs a cycle on a thread stack: a cycle keeps several KiB of batch
+ * arrays on its stack, more than a goroutine with a 16 KiB maximum has.
+ * A goroutine hands the work to the blocking pool and parks meanwhile
+ * (so the cycle can shrink its caller too). */
+static int64_t request_cycle(bool free_os_memory) {
+  cycle_request req = {.free_os_memory = free_os_memory, .released = 0};
+
   if (!__atomic_load_n(&goro__running, __ATOMIC_ACQUIRE))
     return GORO_ESTATE;
-  pthread_mutex_lock(&cycle_lock);
-  cycle_totals totals = run_cycle();
-  uint64_t cached = goro__stack_drain_caches(goro__allp, goro__nprocs);
-  /* Guard markers live in page tables, which the kernel frees only once a
-   * table holds nothing: without this, a million slots would keep about
-   * 550 MiB of page tables after every stack page is gone. */
-  goro__stack_release_guards();
-  pthread_mutex_unlock(&cycle_lock);
-  return (int64_t)(totals.released + cached);
+  goro_run_blocking(run_request, &req);
+  return req.released;
 }
+
+int64_t goro_gc(void) { return request_cycle(false); }
+
+int64_t goro_free_os_memory(void) { return request_cycle(true); }
 
 void goro__gc_tick(int64_t now) {
   int64_t period = GORO__POLICY(gc_period_ns);

@@ -108,7 +108,8 @@ void goro__span_set(goro__p *p, goro__g *g, uintptr_t new_lo, enum goro__span_ev
 
   if (event != GORO__SPAN_NEW && new_span != old_span) {
     if (goro__dbg.stack_log)
-      stack_log(g, old_span, new_span, event == GORO__SPAN_GROW ? "grow" : "shrink");
+      stack_log(g, old_span, new_span,
+                event == GORO__SPAN_GROW ? "grow" : event == GORO__SPAN_SHRINK ? "shrink" : "reclaimed");
     goro__trace_stack(g, new_span);
   }
 }
