@@ -405,11 +405,27 @@ int64_t goro_free_os_memory(void) { return request_cycle(true); }
 void goro__gc_tick(int64_t now) {
   int64_t period = GORO__POLICY(gc_period_ns);
 
-  if (period <= 0 || now - last_auto_cycle < period)
-    return;
+  /* Under the cycle lock, so that goro_free_os_memory never runs while
+   * slots are off their lists for trimming. A tick that finds it taken
+   * does its work at the next one. */
   if (pthread_mutex_trylock(&cycle_lock) != 0)
     return;
-  last_auto_cycle = now;
-  run_cycle();
+
+  /* Trimming measures slots one mincore at a time; a burst far over the
+   * bound is released whole instead. Releasing an eighth of the excess per
+   * tick (at least 2 MiB) returns a burst within about a second, yet keeps
+   * its slots for another burst that comes sooner. */
+  uint64_t warm = goro__stack_warm_bytes();
+  if (warm <= GORO__WARM_BOUND) {
+    goro__stack_trim();
+  } else {
+    uint64_t excess = warm - GORO__WARM_BOUND;
+    goro__stack_scavenge(GORO__WARM_BOUND, excess / 8 > (2 << 20) ? excess / 8 : (2 << 20));
+  }
+
+  if (period > 0 && now - last_auto_cycle >= period) {
+    last_auto_cycle = now;
+    run_cycle();
+  }
   pthread_mutex_unlock(&cycle_lock);
 }

@@ -447,16 +447,6 @@ static void *sysmon_main(void *arg) {
     /* Give back warm stack memory above the bound, an eighth of the excess
      * per tick, so that a burst's slots are reused if another burst comes
      * and released within about a second if not. */
-    /* Trimming measures slots one mincore at a time; a burst far over the
-     * bound is released whole below instead. */
-    uint64_t warm = goro__stack_warm_bytes();
-    if (warm <= GORO__WARM_BOUND)
-      goro__stack_trim();
-    if (warm > GORO__WARM_BOUND) {
-      uint64_t excess = warm - GORO__WARM_BOUND;
-      goro__stack_scavenge(GORO__WARM_BOUND, excess / 8 > (2 << 20) ? excess / 8 : (2 << 20));
-    }
-
     goro__stack_precarve();
     goro__gc_tick(now);
     if (goro__dbg.schedtrace_ms > 0)

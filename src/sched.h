@@ -231,7 +231,7 @@ extern uint64_t goro__gc_cycle;      /* cycles started, the clock of hysteresis 
 extern uint64_t goro__start_size;    /* bytes a new goroutine commits (adaptive start) */
 extern uint64_t goro__gc_cycles_done;
 void goro__gc_init(void);
-void goro__gc_tick(int64_t now);     /* the monitor's periodic cycle */
+void goro__gc_tick(int64_t now);     /* the monitor's trimming, scavenging and periodic cycle */
 
 uint64_t goro__fastrand(void);
 
