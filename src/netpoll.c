@@ -189,7 +189,7 @@ void goro__netpoll_fini(void) {
 
 /* Registers fd (non-blocking, edge-triggered, both directions). Returns 0,
  * or -1 with errno set: EPERM for descriptors epoll cannot watch, such as
- * regular files. That answer is not remembered: the number may belong to a
+ * regular files. That result is not remembered: the number may belong to a
  * socket after a plain close(), and regular files are better read through
  * goro_run_blocking anyway. */
 static int ensure_registered(int fd, poll_desc *pd) {

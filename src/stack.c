@@ -160,7 +160,7 @@ static void choose_guard_mode(void) {
 
 int goro__stack_init(void) {
   /* Regions of 2 TiB reserve 46 TiB, which fits the 128 TiB x86-64 user
-   * address space; smaller regions are tried if a limit (ulimit -v) says no. */
+   * address space; smaller regions are tried if a limit (ulimit -v) rejects it. */
   memset(&arena, 0, sizeof arena);
   for (uintptr_t region = (uintptr_t)2 << 40; region >= ((uintptr_t)1 << 30); region >>= 1) {
     uintptr_t size = region * GORO__NUM_CLASSES;
@@ -432,7 +432,7 @@ uint64_t goro__stack_resident_pages(uintptr_t lo, uintptr_t hi, uintptr_t *lowes
     if (chunk > sizeof vec)
       chunk = sizeof vec;
     if (mincore((void *)at, chunk * GORO__PAGE_SIZE, vec) != 0)
-      return resident; /* cannot happen for arena addresses */
+      return resident; /* mincore fails only for unmapped memory */
     for (uintptr_t i = 0; i < chunk; i++) {
       if (!(vec[i] & 1))
         continue;
@@ -748,11 +748,10 @@ uintptr_t goro__stack_lowest_touched(const goro__slot *slot, uintptr_t from) {
   return low;
 }
 
-/* The kernel frees a page table when MADV_DONTNEED zaps the whole 2 MiB it
- * maps and nothing is left in it (CONFIG_PT_RECLAIM, Linux 6.14 and later);
- * zapping slot by slot frees none. So zap every 2 MiB window of the class
- * that lies entirely in slots that are free and guardless. Caller holds
- * sc->lock. */
+/* A kernel built with CONFIG_PT_RECLAIM frees a page table when
+ * MADV_DONTNEED zaps the whole 2 MiB it maps and nothing is left in it.
+ * Zapping slot by slot frees none. So this zaps every 2 MiB window of the
+ * class that lies entirely in free, guardless slots. Caller holds sc->lock. */
 #define TABLE_SPAN ((uintptr_t)2 << 20)
 
 static void zap_empty_tables(stack_class *sc) {
@@ -840,15 +839,15 @@ void goro__stack_precarve(void) {
     stack_class *sc = &arena.classes[c];
 
     if (!__atomic_load_n(&sc->carved, __ATOMIC_RELAXED))
-      continue; /* a class nobody uses gets no slots ahead of demand */
+      continue; /* a class without slots yet gets none ahead of demand */
     goro__spin_lock(&sc->lock);
     uint64_t n = batch_slots(sc);
     if (sc->free_count >= n / 2 + 1 || n == 0 || reserve_lists(sc, n) != 0) {
       goro__spin_unlock(&sc->lock);
       continue;
     }
-    /* Reserve the indices, then install guards without the lock so that
-     * spawns never wait for the system calls. */
+    /* Reserve the indices, then install guards without the lock, so that
+     * spawns do not wait for these system calls. */
     uint64_t first = sc->carved;
     __atomic_store_n(&sc->carved, first + n, __ATOMIC_RELEASE);
     __atomic_store_n(&sc->guarded_upto, first + n, __ATOMIC_RELAXED);

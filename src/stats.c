@@ -30,7 +30,7 @@ int goro__span_bucket(uintptr_t span) {
   return bucket;
 }
 
-/* Prints at most STACKLOG_BURST lines per second, then says how many it
+/* Prints at most STACKLOG_BURST lines per second, then reports how many it
  * dropped, so that a thrashing program cannot flood stderr. */
 #define STACKLOG_BURST 1000
 
@@ -108,8 +108,12 @@ void goro__span_set(goro__p *p, goro__g *g, uintptr_t new_lo, enum goro__span_ev
 
   if (event != GORO__SPAN_NEW && new_span != old_span) {
     if (goro__dbg.stack_log)
-      stack_log(g, old_span, new_span,
-                event == GORO__SPAN_GROW ? "grow" : event == GORO__SPAN_SHRINK ? "shrink" : "reclaimed");
+      const char *why = "reclaimed"; /* ADJUST: the kernel took MADV_FREE pages */
+      if (event == GORO__SPAN_GROW)
+        why = "grow";
+      else if (event == GORO__SPAN_SHRINK)
+        why = "shrink";
+      stack_log(g, old_span, new_span, why);
     goro__trace_stack(g, new_span);
   }
 }
@@ -132,7 +136,7 @@ int goro_stack_info_self(goro_stack_info *out) {
     return GORO_ENOTGORO;
 
   /* Exact, like a shrink cycle: the caller's own stack cannot change under
-   * it, and mincore sees pages a deep call left behind after returning. */
+   * it, and mincore reports pages a deep call left behind after returning. */
   goro__p *p = goro__getp();
   goro__account_sp(p, g, goro__ctx_current_sp());
   uintptr_t lowest = goro__stack_lowest_touched(&g->slot, g->committed_lo);
@@ -200,7 +204,7 @@ int goro_read_memstats(goro_memstats *out) {
   s.max_stack = goro_max_stack();
   s.maxprocs = (uint64_t)goro__nprocs;
 
-  /* An older caller gets the prefix it knows about. */
+  /* A caller built against an older goro.h gets the prefix it declares. */
   uint32_t size = caller_size < sizeof s ? caller_size : (uint32_t)sizeof s;
   memcpy(out, &s, size);
   out->size = size;
