@@ -107,13 +107,14 @@ void goro__span_set(goro__p *p, goro__g *g, uintptr_t new_lo, enum goro__span_ev
   }
 
   if (event != GORO__SPAN_NEW && new_span != old_span) {
-    if (goro__dbg.stack_log)
+    if (goro__dbg.stack_log) {
       const char *why = "reclaimed"; /* ADJUST: the kernel took MADV_FREE pages */
       if (event == GORO__SPAN_GROW)
         why = "grow";
       else if (event == GORO__SPAN_SHRINK)
         why = "shrink";
       stack_log(g, old_span, new_span, why);
+    }
     goro__trace_stack(g, new_span);
   }
 }
