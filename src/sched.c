@@ -237,6 +237,13 @@ static goro__g *globrunq_get(goro__p *p) {
     n = sched.gq_size / goro__nprocs + 1;
   if (n > GORO__RUNQ_SIZE / 2)
     n = GORO__RUNQ_SIZE / 2;
+  /* The extras must fit p's ring: a full ring would spill to the global
+   * queue, whose lock this thread holds. Only p's owner adds to the ring,
+   * so the room read here can only grow until the pushes below. */
+  uint32_t used = __atomic_load_n(&p->runq_tail, __ATOMIC_RELAXED) -
+                  __atomic_load_n(&p->runq_head, __ATOMIC_ACQUIRE);
+  if (n > (int64_t)(GORO__RUNQ_SIZE - used) + 1)
+    n = (int64_t)(GORO__RUNQ_SIZE - used) + 1;
   __atomic_store_n(&sched.gq_size, sched.gq_size - n, __ATOMIC_RELEASE);
 
   goro__g *g = sched.gq_head;
@@ -523,16 +530,18 @@ static goro__g *find_runnable(goro__m *m) {
     if (__atomic_load_n(&sched.shutdown, __ATOMIC_ACQUIRE))
       return NULL;
 
-    /* Now and then the global queue goes first, or goroutines there (yielded
-     * ones, overflow, those readied by other threads) would wait as long as
-     * the local queue never empties. 61 is Go's choice: prime, so it does
-     * not fall into step with a workload's own period. */
+    /* Now and then goroutines move from the global queue to the local
+     * tail, or those there (yielded ones, overflow, those readied by other
+     * threads) would wait as long as the local queue never empties. They go
+     * behind the local ones rather than ahead, so that order is kept and no
+     * goroutine gets a second turn before the others had one. 61 is Go's
+     * choice: prime, so it does not fall into step with a workload. */
     if (++m->schedtick % 61 == 0 && __atomic_load_n(&sched.gq_size, __ATOMIC_ACQUIRE)) {
       goro__spin_lock(&sched.lock);
       g = globrunq_get(p);
       goro__spin_unlock(&sched.lock);
       if (g)
-        return g;
+        runq_put(p, g, false);
     }
     if ((g = runq_get(p)))
       return g;
@@ -634,37 +643,32 @@ static void destroy_g(goro__p *p, goro__g *g) {
   goro__stack_free(p, &slot, keep);
 }
 
-/* Takes a queued goroutine for m: RUNNABLE -> RUNNING. A shrink cycle may
- * hold its stack for a moment (SCANNING); it gives it back within a batch. */
-static void claim(goro__m *m, goro__g *g) {
+static void execute(goro__m *m, goro__g *g) {
+  m->curg = g;
+  g->m = m;
+  /* A shrink cycle may hold the queued goroutine's stack for a moment. */
   for (;;) {
     uint32_t state = GORO__G_RUNNABLE;
     if (__atomic_compare_exchange_n(&g->state, &state, GORO__G_RUNNING, false, __ATOMIC_ACQUIRE,
                                     __ATOMIC_RELAXED))
       break;
     if (state != GORO__G_SCANNING)
-      goro__throw("claim: goroutine is not runnable");
+      goro__throw("execute: goroutine is not runnable");
     goro__cpu_relax();
   }
-  m->curg = g;
-  g->m = m;
+  m->after = GORO__AFTER_NONE;
+  errno = g->saved_errno;
+
+  int64_t start_ns = goro__tracing ? goro__nanotime() : 0;
+  goro__san_before_switch(&m->san_fake_stack, g->slot.lo, g->slot.top - g->slot.lo, g->san_fiber);
+  goro__ctx_switch(&m->g0, &g->ctx);
+  goro__san_after_switch(m->san_fake_stack);
   if (goro__tracing)
-    m->slice_start = goro__nanotime();
-}
+    goro__trace_event_run(m, g, start_ns, goro__nanotime());
 
-/*
- * Completes a switch: runs on m right after a goroutine left it, in the
- * context that was switched to (g0 or the next goroutine), once the leaving
- * goroutine's registers are saved. Only now may that goroutine become
- * visible to wakers, thieves or shrink cycles, and only now may its slot be
- * freed, because nothing runs on its stack any more.
- */
-static __attribute__((noinline)) void finish_switch(goro__m *m) {
-  goro__g *g = m->prev;
-
-  if (!g)
-    return;
-  m->prev = NULL;
+  /* Back on g0 of this thread: the goroutine's registers are saved. */
+  g->saved_errno = errno;
+  m->curg = NULL;
   g->m = NULL;
   switch (m->after) {
   case GORO__AFTER_PARK:
@@ -681,34 +685,14 @@ static __attribute__((noinline)) void finish_switch(goro__m *m) {
     goro__account_sp(m->p, g, (uintptr_t)g->ctx.sp);
     __atomic_store_n(&g->state, GORO__G_RUNNABLE, __ATOMIC_RELEASE);
     goro__stack_mark_visit(g->slot.cls, g->slot_index, true);
-    /* The global queue, as in Go: any worker may take it from there, so
-     * goroutines that yield spread over idle workers. */
     globrunq_put(g);
     break;
   case GORO__AFTER_EXIT:
     destroy_g(m->p, g);
     break;
   case GORO__AFTER_NONE:
-    goro__throw("goroutine switched out without a reason");
+    goro__throw("goroutine switched to the scheduler without a reason");
   }
-  m->after = GORO__AFTER_NONE;
-}
-
-/* Restores the goroutine's errno on the thread it resumed on. Not inlined:
- * the caller holds an errno address from before its switch, which may be
- * another thread's. */
-static __attribute__((noinline)) void restore_errno(goro__g *g) {
-  __asm__ volatile("" ::: "memory");
-  errno = g->saved_errno;
-}
-
-/* Runs g from g0 until it switches out. */
-static void execute(goro__m *m, goro__g *g) {
-  claim(m, g);
-  goro__san_before_switch(&m->san_fake_stack, g->slot.lo, g->slot.top - g->slot.lo, g->san_fiber);
-  goro__ctx_switch(&m->g0, &g->ctx);
-  goro__san_after_switch(m->san_fake_stack);
-  finish_switch(m);
 }
 
 static void schedule(goro__m *m) {
@@ -721,55 +705,26 @@ static void schedule(goro__m *m) {
   }
 }
 
-/*
- * Switches the running goroutine out for the reason in after. If this
- * worker's queue holds another goroutine, it switches straight to it;
- * otherwise to g0, whose loop looks further (global queue, stealing,
- * timers, the netpoller) or sleeps. Either way finish_switch then runs on
- * the new context. Returns when the goroutine runs again, perhaps on
- * another thread.
- */
-static void switch_out(enum goro__after after, void (*fn)(goro__g *, void *), void *arg) {
+static void switch_to_g0(enum goro__after after, void (*fn)(goro__g *, void *), void *arg) {
   goro__m *m = goro__getm();
   goro__g *g = m->curg;
-  goro__g *next = NULL;
 
-  g->saved_errno = errno;
-  if (goro__tracing)
-    goro__trace_event_run(m, g, m->slice_start, goro__nanotime());
-  m->prev = g;
   m->after = after;
   m->after_fn = fn;
   m->after_arg = arg;
-
-  /* Every 61st switch goes through g0, whose loop checks the global queue
-   * first, like find_runnable. */
-  if (++m->schedtick % 61 != 0 && !__atomic_load_n(&sched.shutdown, __ATOMIC_ACQUIRE))
-    next = runq_get(m->p);
-  void **fake_stack = after == GORO__AFTER_EXIT ? NULL : &g->san_fake_stack;
-  if (next) {
-    claim(m, next);
-    goro__san_before_switch(fake_stack, next->slot.lo, next->slot.top - next->slot.lo,
-                            next->san_fiber);
-    goro__ctx_switch(&g->ctx, &next->ctx);
-  } else {
-    m->curg = NULL;
-    goro__san_before_switch(fake_stack, m->g0_lo, m->g0_size, m->san_fiber);
-    goro__ctx_switch(&g->ctx, &m->g0);
-  }
-
+  goro__san_before_switch(after == GORO__AFTER_EXIT ? NULL : &g->san_fake_stack, m->g0_lo,
+                          m->g0_size, m->san_fiber);
+  goro__ctx_switch(&g->ctx, &m->g0);
   /* Resumed, possibly on another thread: m is stale, g is not. */
   goro__san_after_switch(g->san_fake_stack);
-  finish_switch(goro__getm());
-  restore_errno(g);
 }
 
 void goro__park(void (*unlock)(goro__g *g, void *arg), void *arg) {
-  switch_out(GORO__AFTER_PARK, unlock, arg);
+  switch_to_g0(GORO__AFTER_PARK, unlock, arg);
 }
 
 static void __attribute__((noreturn)) exit_current(void) {
-  switch_out(GORO__AFTER_EXIT, NULL, NULL);
+  switch_to_g0(GORO__AFTER_EXIT, NULL, NULL);
   goro__throw("exited goroutine was resumed");
 }
 
@@ -777,8 +732,6 @@ static void goroutine_entry(void *arg) {
   goro__g *g = arg;
 
   goro__san_after_switch(NULL);
-  finish_switch(goro__getm());
-  restore_errno(g);
   g->fn(g->arg);
   exit_current();
 }
@@ -895,7 +848,7 @@ int goro_exit(void) {
 int goro_yield(void) {
   if (!goro__getg())
     return GORO_ENOTGORO;
-  switch_out(GORO__AFTER_YIELD, NULL, NULL);
+  switch_to_g0(GORO__AFTER_YIELD, NULL, NULL);
   return 0;
 }
 

@@ -4,12 +4,11 @@
  * Each P owns a run queue, a slot cache and statistics; each worker thread
  * (M) is bound to one P for the life of the runtime, so "idle P" and "idle
  * M" are the same thing here. An M runs its scheduler loop on its own
- * thread stack (g0). A goroutine that parks, yields or exits switches
- * straight to the next goroutine of its P's queue when there is one, and
- * to g0 otherwise. The work that must wait until the leaving goroutine's
- * stack is no longer in use (releasing a channel lock after a park, freeing
- * the slot of an exited goroutine) runs in finish_switch on whatever
- * context runs next on that M, never on the leaving goroutine's stack.
+ * thread stack (g0) and switches to goroutines from there; a goroutine
+ * always switches back to g0, never directly to another goroutine, so the
+ * work that must happen after a goroutine's stack is no longer in use
+ * (releasing a channel lock, freeing the slot of an exited goroutine) runs
+ * on g0.
  *
  * Goroutine states, who owns the stack and which queue holds the G:
  *   RUNNABLE  on exactly one run queue (a P's ring, its runnext, or the
@@ -155,9 +154,7 @@ typedef struct goro__m {
   uint32_t sleeping;         /* futex word: 1 while parked in the idle list */
   bool spinning;
   struct goro__m *idle_next;
-  goro__g *prev;             /* the goroutine that just switched out, for finish_switch */
-  int64_t slice_start;       /* when curg started running (GOROTRACE) */
-  enum goro__after after;    /* what finish_switch does with prev */
+  enum goro__after after;    /* what g0 does once the goroutine has switched out */
   void (*after_fn)(goro__g *g, void *arg);
   void *after_arg;
   uint64_t rand_state;

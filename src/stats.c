@@ -137,9 +137,10 @@ int goro_stack_info_self(goro_stack_info *out) {
     return GORO_ENOTGORO;
 
   /* Exact, like a shrink cycle: the caller's own stack cannot change under
-   * it, and mincore reports pages a deep call left behind after returning. */
+   * it, and mincore reports pages a deep call left behind after returning.
+   * peak_used stays as the parks set it: the pages this call's own frames
+   * touch (mincore's, or ASan's interceptors) are not the goroutine's need. */
   goro__p *p = goro__getp();
-  goro__account_sp(p, g, goro__ctx_current_sp());
   uintptr_t lowest = goro__stack_lowest_touched(&g->slot, g->committed_lo);
   if (lowest < g->committed_lo)
     goro__span_set(p, g, lowest, GORO__SPAN_GROW);
