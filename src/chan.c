@@ -175,14 +175,15 @@ static int recv_locked(goro_chan *c, void *elem) {
   waiter *w = waitq_pop(&c->sendq);
 
   if (w) {
-    if (c->cap == 0) {
+    if (c->count == 0) {
       copy_elem(c, elem, w->elem);
     } else {
-      /* Full buffer: take its head, then append the sender's element. */
+      /* Senders wait only on a full buffer: take its head, then append the
+       * sender's element, so the sender's value queues behind the others. */
       copy_elem(c, elem, slot_at(c, c->recv_index));
-      copy_elem(c, slot_at(c, c->recv_index), w->elem);
       c->recv_index = (c->recv_index + 1) % c->cap;
-      c->send_index = c->recv_index;
+      copy_elem(c, slot_at(c, c->send_index), w->elem);
+      c->send_index = (c->send_index + 1) % c->cap;
     }
     goro__spin_unlock(&c->lock);
     wake(w, true);
@@ -389,9 +390,14 @@ static int select_poll(select_state *s) {
       err = recv_locked(c, sc->elem);
     }
     if (err == GORO_EAGAIN) {
-      /* The only waiters were select waiters already claimed elsewhere. */
+      /* The only waiters were select waiters already claimed elsewhere
+       * (now dropped). The other locks were released meanwhile, so the
+       * cases polled before may have changed: poll them all again. A
+       * select that went on from here could queue a sender on a buffer
+       * with room, which receivers would then read past. */
       goro__spin_unlock(&c->lock);
       lock_all(s);
+      k = (size_t)-1;
       continue;
     }
     sc->result = err;

@@ -794,3 +794,89 @@ static void run_stress(size_t capacity) {
 TEST(chan_stress_buffered_many_to_many) { run_stress(64); }
 
 TEST(chan_stress_unbuffered_many_to_many) { run_stress(0); }
+
+/* ---- Select senders on a buffered and an unbuffered channel ----------- */
+
+/* Producers send each value once by select over a buffer of one and an
+ * unbuffered channel; consumers receive by select over both. A select that
+ * queued a sender on a buffer with room let receivers read a slot twice, so
+ * every value must arrive exactly once. Four workers on this machine's two
+ * CPUs make the interleavings that exposed it common. */
+#define SELECT_PRODUCERS 8
+#define SELECT_CONSUMERS 8
+
+static goro_chan *sel_buffered, *sel_unbuffered, *sel_quit;
+static uint8_t *sel_seen;
+static long sel_per_producer;
+static goro_waitgroup sel_producers_wg, sel_consumers_wg;
+
+static void sel_produce(void *arg) {
+  long first = (long)(intptr_t)arg * sel_per_producer;
+
+  for (long i = 0; i < sel_per_producer; i++) {
+    long v = first + i;
+    goro_select_case cases[2] = {
+        {.chan = sel_buffered, .op = GORO_SELECT_SEND, .elem = &v},
+        {.chan = sel_unbuffered, .op = GORO_SELECT_SEND, .elem = &v},
+    };
+    int chosen = goro_select(cases, 2, false);
+    CHECK(chosen == 0 || chosen == 1);
+    CHECK_EQ(cases[chosen].result, 0);
+  }
+  goro_wg_done(&sel_producers_wg);
+}
+
+static void sel_consume(void *arg) {
+  (void)arg;
+  for (;;) {
+    long v = -1;
+    goro_select_case cases[3] = {
+        {.chan = sel_buffered, .op = GORO_SELECT_RECV, .elem = &v},
+        {.chan = sel_unbuffered, .op = GORO_SELECT_RECV, .elem = &v},
+        {.chan = sel_quit, .op = GORO_SELECT_RECV, .elem = NULL},
+    };
+    int chosen = goro_select(cases, 3, false);
+    if (chosen == 2)
+      break;
+    CHECK(v >= 0 && v < SELECT_PRODUCERS * sel_per_producer);
+    if (__atomic_fetch_add(&sel_seen[v], 1, __ATOMIC_RELAXED) != 0)
+      FAIL("value %ld received twice (case %d)", v, chosen);
+  }
+  goro_wg_done(&sel_consumers_wg);
+}
+
+static int select_senders_main(void *arg) {
+  (void)arg;
+  long total = SELECT_PRODUCERS * sel_per_producer;
+
+  sel_seen = calloc((size_t)total, 1);
+  CHECK(sel_seen != NULL);
+  CHECK_OK(goro_chan_make(&sel_buffered, sizeof(long), 1));
+  CHECK_OK(goro_chan_make(&sel_unbuffered, sizeof(long), 0));
+  CHECK_OK(goro_chan_make(&sel_quit, 0, 0));
+  CHECK_OK(goro_wg_add(&sel_consumers_wg, SELECT_CONSUMERS));
+  for (int i = 0; i < SELECT_CONSUMERS; i++)
+    CHECK_OK(goro_spawn(sel_consume, NULL));
+  CHECK_OK(goro_wg_add(&sel_producers_wg, SELECT_PRODUCERS));
+  for (int i = 0; i < SELECT_PRODUCERS; i++)
+    CHECK_OK(goro_spawn(sel_produce, (void *)(intptr_t)i));
+
+  CHECK_OK(goro_wg_wait(&sel_producers_wg));
+  /* The buffer may still hold a value: wait until consumers drained it. */
+  while (goro_chan_len(sel_buffered) > 0)
+    CHECK_OK(goro_yield());
+  CHECK_OK(goro_chan_close(sel_quit));
+  CHECK_OK(goro_wg_wait(&sel_consumers_wg));
+
+  for (long v = 0; v < total; v++)
+    if (sel_seen[v] != 1)
+      FAIL("value %ld received %d times", v, sel_seen[v]);
+  free(sel_seen);
+  return 0;
+}
+
+TEST(select_senders_deliver_each_value_once) {
+  sel_per_producer = harness_sanitizer() ? 2000 : 20000;
+  CHECK_OK(goro_set_maxprocs(4));
+  RUN_MAIN(select_senders_main, NULL);
+}
