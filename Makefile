@@ -243,7 +243,11 @@ install: lib
 	install -m 644 $(OUT)/libgoro.a $(DESTDIR)$(LIBDIR)/libgoro.a
 	install -m 755 $(OUT)/libgoro.so $(DESTDIR)$(LIBDIR)/libgoro.so.0
 	ln -sf libgoro.so.0 $(DESTDIR)$(LIBDIR)/libgoro.so
-	install -m 644 $(OUT)/goro.pc $(DESTDIR)$(LIBDIR)/pkgconfig/goro.pc
+	# Written here rather than copied from $(OUT): build/goro.pc keeps the
+	# PREFIX of the build, which may differ from this install's.
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCDIR@|$(INCDIR)|' \
+	  goro.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/goro.pc
+	chmod 644 $(DESTDIR)$(LIBDIR)/pkgconfig/goro.pc
 
 clean:
 	rm -rf build build-asan build-ubsan build-tsan

@@ -51,8 +51,10 @@ extern "C" {
   X(GORO_ENOMEM, -2, "out of memory or stack address space")                  \
   X(GORO_ECLOSED, -3, "channel is closed")                                    \
   X(GORO_EAGAIN, -4, "operation would block")                                 \
-  X(GORO_ENOTGORO, -5, "blocking call made outside a goroutine")              \
-  X(GORO_ESTATE, -6, "goro runtime is not running (call goro_run first)")     \
+  X(GORO_ENOTGORO, -5, "must be called from a goroutine: the call would "     \
+    "wait, or acts on the calling goroutine")                                 \
+  X(GORO_ESTATE, -6, "goro runtime is in the wrong state: not running (call " \
+    "goro_run first) or already running")                                     \
   X(GORO_ERANGE, -7, "value out of range")                                    \
   X(GORO_EMAPLIMIT, -8,                                                       \
     "guard pages would exceed vm.max_map_count: guards are made with "        \
@@ -79,9 +81,14 @@ typedef void (*goro_fn)(void *arg);
  * Starts the runtime, runs main_fn(arg) as the main goroutine and returns
  * its return value once it returns. The calling thread becomes worker 0;
  * GOROMAXPROCS (or goro_set_maxprocs) workers run in all. Goroutines still
- * alive when main_fn returns are abandoned and their stacks released, as in
- * Go. Returns GORO_EINVAL for a NULL main_fn and GORO_ESTATE when called
- * while the runtime already runs. goro_run can be called again afterwards.
+ * parked or queued when main_fn returns are abandoned and their stacks
+ * released, as Go drops them at exit. goro has no preemption, so goro_run
+ * first waits for goroutines still running on other workers to park or
+ * return. Channels, mutexes and wait groups that abandoned goroutines were
+ * waiting on still point at their released stacks: do not use them after
+ * goro_run returns (free a channel's memory with free() if needed).
+ * Returns GORO_EINVAL for a NULL main_fn and GORO_ESTATE when called while
+ * the runtime already runs. goro_run can be called again afterwards.
  */
 GORO_API int goro_run(int (*main_fn)(void *arg), void *arg);
 
@@ -301,7 +308,9 @@ GORO_API int goro_wg_wait(goro_waitgroup *wg);
  * call on a descriptor sets O_NONBLOCK on it (on the open file description,
  * which processes sharing it see too). Regular files cannot be polled and
  * are read and written directly. Called outside a goroutine they wait in
- * poll(2). One goroutine at a time may wait per direction of a descriptor;
+ * poll(2). goro_write on a socket whose peer has closed fails with EPIPE
+ * rather than raising SIGPIPE. One goroutine at a time may wait per
+ * direction of a descriptor;
  * a second gets EBUSY. Close such descriptors with goro_close, which wakes a
  * goroutine parked on them (its call then fails with EBADF).
  */

@@ -53,8 +53,12 @@ static void apply(const char *name, size_t name_len, const char *value, size_t v
   char *end;
 
   if (name_len == 9 && strncmp(name, "guardmode", 9) == 0) {
-    goro__dbg.guard_mprotect = value_len == 8 && strncmp(value, "mprotect", 8) == 0;
-    return;
+    bool mprotect = value_len == 8 && strncmp(value, "mprotect", 8) == 0;
+    bool madvise = value_len == 7 && strncmp(value, "madvise", 7) == 0;
+    if (mprotect || madvise) {
+      goro__dbg.guard_mprotect = mprotect;
+      return;
+    }
   }
   for (size_t i = 0; i < sizeof knobs / sizeof knobs[0]; i++) {
     if (strlen(knobs[i].name) != name_len || strncmp(knobs[i].name, name, name_len) != 0)

@@ -327,11 +327,21 @@ ssize_t goro_read(int fd, void *buf, size_t count) {
   }
 }
 
+/* Writes like write(2), but to a socket with MSG_NOSIGNAL: a peer that
+ * closed makes the call fail with EPIPE instead of killing the process with
+ * SIGPIPE, which a server would otherwise die of. */
+static ssize_t write_nosignal(int fd, const void *buf, size_t count) {
+  ssize_t n = send(fd, buf, count, MSG_NOSIGNAL);
+  if (n < 0 && errno == ENOTSOCK)
+    n = write(fd, buf, count);
+  return n;
+}
+
 ssize_t goro_write(int fd, const void *buf, size_t count) {
   if (prepare(fd) != 0)
     return -1;
   for (;;) {
-    ssize_t n = write(fd, buf, count);
+    ssize_t n = write_nosignal(fd, buf, count);
     if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
       return n;
     if (wait_ready(fd, 1) != 0)

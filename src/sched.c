@@ -77,6 +77,7 @@ static struct {
   int64_t next_when;   /* wake time of heap[0], INT64_MAX when empty */
   uint32_t sysmon_seq; /* futex word: bumped to wake the monitor */
   int64_t start_ns;
+  uint32_t foreign_calls; /* spawns in progress on threads that are not workers */
   pthread_t sysmon;
 } sched;
 
@@ -806,14 +807,12 @@ static int64_t spawn(goro_fn fn, void *arg, size_t max_stack, size_t hint, bool 
   return id;
 }
 
-int64_t goro_spawn_with(goro_fn fn, void *arg, const goro_spawn_opts *opts) {
+/* Validates the options and spawns. The caller has checked fn and that the
+ * runtime runs. */
+static int64_t spawn_checked(goro_fn fn, void *arg, const goro_spawn_opts *opts) {
   size_t max_stack = __atomic_load_n(&goro__max_stack, __ATOMIC_RELAXED);
   size_t hint = 0;
 
-  if (!fn)
-    return GORO_EINVAL;
-  if (!__atomic_load_n(&goro__running, __ATOMIC_ACQUIRE))
-    return GORO_ESTATE;
   if (opts) {
     if (opts->size != 0 && opts->size < sizeof(size_t) * 3)
       return GORO_EINVAL;
@@ -829,7 +828,32 @@ int64_t goro_spawn_with(goro_fn fn, void *arg, const goro_spawn_opts *opts) {
   return spawn(fn, arg, max_stack, hint, false);
 }
 
+int64_t goro_spawn_with(goro_fn fn, void *arg, const goro_spawn_opts *opts) {
+  if (!fn)
+    return GORO_EINVAL;
+  if (goro__getg())
+    return spawn_checked(fn, arg, opts); /* the run cannot end under a goroutine */
+
+  /* Any other thread may race with the end of the run, which unmaps the
+   * arena: it announces itself first, and goro_run waits for announced
+   * spawns to leave after it has stopped new ones (quiesce_foreign). */
+  __atomic_fetch_add(&sched.foreign_calls, 1, __ATOMIC_SEQ_CST);
+  int64_t id = GORO_ESTATE;
+  if (__atomic_load_n(&goro__running, __ATOMIC_SEQ_CST) &&
+      !__atomic_load_n(&sched.shutdown, __ATOMIC_SEQ_CST))
+    id = spawn_checked(fn, arg, opts);
+  __atomic_fetch_sub(&sched.foreign_calls, 1, __ATOMIC_SEQ_CST);
+  return id;
+}
+
 int64_t goro_spawn(goro_fn fn, void *arg) { return goro_spawn_with(fn, arg, NULL); }
+
+/* Waits until no spawn from a non-worker thread is inside the runtime.
+ * Called after shutdown is set, so none can enter after this returns. */
+static void quiesce_foreign(void) {
+  while (__atomic_load_n(&sched.foreign_calls, __ATOMIC_SEQ_CST))
+    sched_yield();
+}
 
 /* ---- Goroutine calls -------------------------------------------------- */
 
@@ -860,7 +884,9 @@ int goro_sleep(int64_t ns) {
   if (ns <= 0)
     return goro_yield();
 
-  int64_t deadline = goro__nanotime() + ns;
+  /* Saturate: goro_sleep(INT64_MAX) must sleep, not wrap to the past. */
+  int64_t now = goro__nanotime();
+  int64_t deadline = ns > INT64_MAX - now ? INT64_MAX : now + ns;
   do {
     g->when = deadline;
     goro__park(add_timer_after_park, NULL);
@@ -962,6 +988,8 @@ static int default_nprocs(void) {
     long n = strtol(env, &end, 10);
     if (*end == '\0' && n >= 1 && n <= GORO__MAX_PROCS)
       return (int)n;
+    fprintf(stderr, "goro: GOROMAXPROCS=%s is not a number from 1 to %d (ignored)\n", env,
+            GORO__MAX_PROCS);
   }
   if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
     return CPU_COUNT(&set) < GORO__MAX_PROCS ? CPU_COUNT(&set) : GORO__MAX_PROCS;
@@ -1081,6 +1109,7 @@ int goro_run(int (*main_fn)(void *arg), void *arg) {
   pthread_join(sched.sysmon, NULL);
   /* A pool thread may still ready a goroutine; queues are dropped below. */
   goro__blocking_fini();
+  quiesce_foreign();
   goro__fatal_thread_fini(&allm[0]);
   goro__tls_m = NULL;
   err = sched.main_status;

@@ -43,12 +43,23 @@ static void flush_locked(void) {
 
   while (off < tr.len) {
     ssize_t n = write(tr.fd, tr.buf + off, tr.len - off);
-    if (n <= 0)
+    if (n <= 0) {
+      /* A full disk or a bad file: say so once and stop tracing, rather
+       * than lose events silently. */
+      static const char msg[] = "goro: GOROTRACE: write failed; tracing stopped\n";
+      if (goro__tracing && write(STDERR_FILENO, msg, sizeof msg - 1) < 0)
+        off = tr.len;
+      goro__tracing = false;
       break;
+    }
     off += (size_t)n;
   }
   tr.len = 0;
 }
+
+/* A program that calls exit() from a goroutine never returns from
+ * goro_run; write what was traced and close the JSON anyway. */
+static void finish_at_exit(void) { goro__trace_fini(); }
 
 static void __attribute__((format(printf, 1, 2))) emit(const char *fmt, ...) {
   char event[256];
@@ -96,9 +107,17 @@ void goro__trace_init(int nprocs) {
   tr.first = true;
   tr.t0 = goro__nanotime();
   static const char head[] = "{\"displayTimeUnit\":\"ns\",\"traceEvents\":[";
-  if (write(tr.fd, head, sizeof head - 1) < 0)
+  if (write(tr.fd, head, sizeof head - 1) != (ssize_t)(sizeof head - 1)) {
+    fprintf(stderr, "goro: GOROTRACE: cannot write %s (tracing off)\n", path);
+    close(tr.fd);
+    free(tr.buf);
+    tr.buf = NULL;
     return;
+  }
   goro__tracing = true;
+  static bool exit_hook;
+  if (!exit_hook)
+    exit_hook = atexit(finish_at_exit) == 0;
 
   emit("{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":1,\"args\":{\"name\":\"goro\"}}");
   for (int i = 0; i < nprocs; i++)
@@ -110,13 +129,13 @@ void goro__trace_init(int nprocs) {
 void goro__trace_fini(void) {
   static const char tail[] = "\n]}\n";
 
-  if (!goro__tracing)
+  if (!tr.buf)
     return;
-  goro__tracing = false;
   goro__spin_lock(&tr.lock);
   flush_locked();
-  if (write(tr.fd, tail, sizeof tail - 1) < 0)
+  if (goro__tracing && write(tr.fd, tail, sizeof tail - 1) < 0)
     tr.len = 0;
+  goro__tracing = false;
   goro__spin_unlock(&tr.lock);
   close(tr.fd);
   free(tr.buf);
