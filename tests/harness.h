@@ -11,6 +11,9 @@
  * Crash and fatal paths are tested with CHILD(name) functions, run by
  * run_child() in a separate process whose exit status and stderr the test
  * then matches.
+ *
+ * A test that cannot work in one checking build calls SKIP(reason) there
+ * and is reported as "skip NAME" instead of "ok NAME".
  */
 #ifndef GORO_TEST_HARNESS_H
 #define GORO_TEST_HARNESS_H
@@ -130,6 +133,39 @@ static inline const char *harness_sanitizer(void) {
   return s && *s ? s : NULL;
 }
 
+/* Returns 1 if the suite runs under the checking build name ("asan",
+ * "ubsan" or "tsan"), else 0. */
+static inline int harness_under(const char *name) {
+  const char *s = harness_sanitizer();
+  return s && strcmp(s, name) == 0;
+}
+
+/* Returns the size of a heavy workload for this build: n_release in the
+ * release build, n_sanitizer under ASan or UBSan, n_tsan under TSan. TSan
+ * gives every goroutine a fiber and stops the process once more than 8,128
+ * threads and fibers are alive at once, so a test that keeps more
+ * goroutines than that alive needs n_tsan below it. */
+static inline long harness_scaled(long n_release, long n_sanitizer, long n_tsan) {
+  if (harness_under("tsan"))
+    return n_tsan;
+  return harness_sanitizer() ? n_sanitizer : n_release;
+}
+
+/* Exit status of a test that skipped itself, as in automake. */
+#define HARNESS_SKIP_STATUS 77
+
+/* Ends the running test as skipped after printing "skip: REASON" on
+ * stderr. Use it only for a test that cannot work in this build at all.
+ * The runner then prints "skip NAME" and does not count a failure. */
+#define SKIP(...)                                                               \
+  do {                                                                          \
+    fprintf(stderr, "skip: ");                                                  \
+    fprintf(stderr, __VA_ARGS__);                                               \
+    fprintf(stderr, "\n");                                                      \
+    fflush(stderr);                                                             \
+    _exit(HARNESS_SKIP_STATUS);                                                 \
+  } while (0)
+
 typedef struct child_result {
   int exited;   /* 1 if the child exited normally */
   int status;   /* exit status, or signal number if !exited */
@@ -186,15 +222,18 @@ static inline int harness_run_one(const char *name, int timeout_s) {
   clock_gettime(CLOCK_MONOTONIC, &t1);
   double ms = (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6;
   int ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  int skipped = WIFEXITED(status) && WEXITSTATUS(status) == HARNESS_SKIP_STATUS;
   if (ok)
     printf("ok   %-48s %8.0f ms\n", name, ms);
+  else if (skipped)
+    printf("skip %s\n", name);
   else if (WIFSIGNALED(status))
     printf("FAIL %-48s killed by signal %d (%s)%s\n", name, WTERMSIG(status),
            strsignal(WTERMSIG(status)), WTERMSIG(status) == SIGALRM ? ": timed out" : "");
   else
     printf("FAIL %-48s exit status %d\n", name, WEXITSTATUS(status));
   fflush(stdout);
-  return ok;
+  return ok || skipped;
 }
 
 int main(int argc, char **argv) {

@@ -2,9 +2,10 @@
 # run.sh DIR: runs every test binary in DIR and prints a summary.
 #
 # Each binary runs each of its tests in a child process and prints one
-# "ok NAME" or "FAIL NAME" line per test. This script shows those lines as
-# they come and counts them. It exits 1 if any test failed or any binary
-# exited non-zero, so a crash of a binary's own runner counts as a failure.
+# "ok NAME", "FAIL NAME" or "skip NAME" line per test. This script shows
+# those lines as they come and counts them. It exits 1 if any test failed
+# or any binary exited non-zero, so a crash of a binary's own runner counts
+# as a failure. A skipped test is not a failure.
 #
 # GORO_TEST_SANITIZER=asan|ubsan|tsan selects sanitizer options that stop at
 # the first error and print a stack trace. The tests read the same variable to
@@ -47,6 +48,7 @@ trap 'rm -f "$log" "$log.rc"' EXIT
 start=$(date +%s)
 passed=0
 failed=0
+skipped=0
 broken=""
 found=0
 for bin in "$dir"/test_*; do
@@ -59,8 +61,10 @@ for bin in "$dir"/test_*; do
   rc=$(cat "$log.rc")
   ok=$(grep -c '^ok ' "$log" || true)
   bad=$(grep -c '^FAIL ' "$log" || true)
+  skip=$(grep -c '^skip ' "$log" || true)
   passed=$((passed + ok))
   failed=$((failed + bad))
+  skipped=$((skipped + skip))
   if [ "$rc" -ne 0 ] && [ "$bad" -eq 0 ]; then
     broken="$broken $(basename "$bin")(exit $rc)"
     failed=$((failed + 1))
@@ -74,5 +78,5 @@ if [ "$found" -eq 0 ]; then
 fi
 [ -n "$broken" ] && echo "binaries that failed outside any test:$broken"
 echo "wall time: ${elapsed} s for $found binaries${GORO_TEST_SANITIZER:+ under $GORO_TEST_SANITIZER}"
-echo "tests: $passed passed, $failed failed"
+echo "tests: $passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]
