@@ -234,6 +234,7 @@ TEST(bad_pointer_fault_dies_by_sigsegv) {
    * rightly call; turn it off so that the default action is what remains. */
   append_option("ASAN_OPTIONS", "handle_segv=0");
   append_option("UBSAN_OPTIONS", "handle_segv=0");
+  append_option("TSAN_OPTIONS", "handle_segv=0");
   run_child("child_bad_store", &res);
   CHECK_CONTAINS(res.err, "storing through 0x40");
   if (strstr(res.err, "stack overflow") || strstr(res.err, "stack exceeds"))

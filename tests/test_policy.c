@@ -142,7 +142,13 @@ static void set_policy(bool adaptive_start, uint32_t hysteresis, int64_t gc_peri
   CHECK_OK(goro_set_stack_policy(&pol));
 }
 
-static volatile unsigned sink;
+/* Keeps a result alive so that the compiler cannot drop the work behind
+ * it. Goroutines on every worker add to it, so the add is atomic. */
+static unsigned sink;
+
+static void sink_add(unsigned value) {
+  __atomic_fetch_add(&sink, value, __ATOMIC_RELAXED);
+}
 
 /* Recurses with 512-byte frames, writing both ends of each, until a frame
  * lies at or below stop; calls at_bottom(arg) there if set. */
@@ -206,7 +212,7 @@ static void request(void *arg) {
   int grew = 0;
   long faults0 = thread_faults();
 
-  sink += nested(0, rq->observe ? &grew : NULL);
+  sink_add(nested(0, rq->observe ? &grew : NULL));
   if (thread_faults() > faults0)
     __atomic_add_fetch(&rq->faulted, 1, __ATOMIC_RELAXED);
   if (grew)
@@ -311,7 +317,7 @@ static void park_at_gate(void *arg) {
 static void park_deep(void *arg) {
   parked_at *pa = arg;
 
-  sink += dig(stack_top() - pa->depth, park_at_gate, pa);
+  sink_add(dig(stack_top() - pa->depth, park_at_gate, pa));
   goro_wg_done(&pa->exited);
 }
 
@@ -441,7 +447,7 @@ static void mix_tiny(void *arg) {
 
   local[0] = 1;
   mix_record(arg, 0, (uintptr_t)local);
-  sink += local[0];
+  sink_add(local[0]);
   goro_wg_done(&((mix *)arg)->exited);
 }
 
@@ -453,7 +459,7 @@ static void mix_worker_bottom(void *arg) {
 }
 
 static void mix_worker(void *arg) {
-  sink += dig(stack_top() - 60 * KiB, mix_worker_bottom, arg);
+  sink_add(dig(stack_top() - 60 * KiB, mix_worker_bottom, arg));
   goro_wg_done(&((mix *)arg)->exited);
 }
 
@@ -522,8 +528,10 @@ TEST(f02_adaptive_start_enlarges_neither_class) {
            " (at most one page more expected)",
            cls ? "worker" : "tiny", a, f);
     /* The monitor thread trims freed slots while the mix runs, so two runs
-     * differ by a goroutine or two; allow 1 % of the class. */
-    long slack = fixed.count[cls] / 100;
+     * differ by a goroutine or two; allow 1 % of the class. A sanitizer run
+     * has only 50 workers, and TSan runs differed by 1 or 2, so allow at
+     * least 2. */
+    long slack = fixed.count[cls] / 100 < 2 ? 2 : fixed.count[cls] / 100;
     if (adaptive.growing[cls] > fixed.growing[cls] + slack)
       FAIL("%s class: %ld goroutines grew with adaptive start, %ld with the fixed start"
            " (at most %ld more expected)",
@@ -581,7 +589,7 @@ static void hot_goroutine(void *arg) {
   uintptr_t top = stack_top();
 
   if (h->shrink_first) {
-    sink += dig(top - 64 * KiB, NULL, NULL);
+    sink_add(dig(top - 64 * KiB, NULL, NULL));
     uint64_t shrinks = self_info().shrinks;
     hot_park(h); /* main cycles until this stack shrinks */
     h->shrinks_before = self_info().shrinks - shrinks;
@@ -590,7 +598,7 @@ static void hot_goroutine(void *arg) {
    * exactly, and its own frames would touch the page below if it ran at
    * the bottom of the recursion. */
   goro_stack_info before = self_info();
-  sink += hot_descend(h, top - before.current + 384);
+  sink_add(hot_descend(h, top - before.current + 384));
   goro_stack_info after = self_info();
   h->growths = after.growths - before.growths;
   h->shrinks = after.shrinks - before.shrinks;
@@ -706,7 +714,7 @@ static void attr_body(void *arg) {
 
   r->id = goro_id();
   if (r->kind != SHALLOW)
-    sink += g_mid(r->kind == DEEP_PARK);
+    sink_add(g_mid(r->kind == DEEP_PARK));
   if (r->kind != DEEP_PARK)
     attr_wait();
   r->info = self_info();
@@ -894,7 +902,7 @@ static void connection(void *arg) {
       c->below_need++;
     shrinks = info.shrinks;
     c->requests++;
-    sink += dig(top - 16 * KiB, NULL, NULL);
+    sink_add(dig(top - 16 * KiB, NULL, NULL));
     goro_wg_done(&cs->round);
   }
   c->info = self_info();
@@ -1012,7 +1020,7 @@ static __attribute__((noinline)) void burst_member(void *arg) {
     touch[i] = (unsigned char)i;
   goro_wg_done(&b->parked);
   CHECK_ERR(goro_chan_recv(b->gate, NULL), GORO_ECLOSED);
-  sink += touch[0];
+  sink_add(touch[0]);
   goro_wg_done(&b->exited);
 }
 
@@ -1051,10 +1059,17 @@ static int burst_main(void *arg) {
     long long arena = arena_rss();
     CHECK_LE(arena, own_stack_resident());
 
+    /* TSan's own memory grows with every fiber it has made, and each
+     * goroutine is one: VmRSS was 0.9 GB after the first 5,000 goroutines
+     * and 1.3 GB after the next 5,000. Under TSan only the arena is
+     * checked, above. */
+    if (harness_under("tsan"))
+      continue;
+
     /* ASan keeps the shadow of every stack page that was touched, outside
      * goro's control, so under ASan the baseline is the first release. */
     long long rss = process_rss();
-    if (round == 0 && harness_sanitizer() && strcmp(harness_sanitizer(), "asan") == 0)
+    if (round == 0 && harness_under("asan"))
       baseline = rss;
     if (rss > baseline + bound + (10LL << 20))
       FAIL("round %d: VmRSS %lld bytes after release, baseline %lld + cache bound %lld + 10 MiB"
@@ -1324,7 +1339,7 @@ static __attribute__((noinline)) unsigned levels(int n) {
 static void batch_member(void *arg) {
   goro_waitgroup *wg = arg;
 
-  sink += levels(128);
+  sink_add(levels(128));
   goro_wg_done(wg);
 }
 
