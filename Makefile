@@ -145,11 +145,10 @@ test-ubsan:
 	$(MAKE) -B BUILD=ubsan WERROR=1 tests
 	GORO_TEST_SANITIZER=ubsan sh tests/run.sh build-ubsan/tests
 
-# NOTE: test-sanitizers leaves test-tsan out because the suite does not pass
-# under ThreadSanitizer yet. TSan reports data races in the library (gc.c
-# against spawn and goro_set_stack_policy). Two tests cannot pass under it:
-# a 64 GiB stack does not fit TSan's address layout, and TSan handles
-# SIGSEGV itself, so a bad pointer does not kill the process by SIGSEGV.
+# Under ThreadSanitizer the tests that keep more than 8,128 goroutines alive
+# run smaller (TSan allows no more fibers, and each goroutine is one), and
+# the 64 GiB stack test is skipped because TSan's address layout leaves no
+# room for that slot. The run takes about 3 minutes on a 2-vCPU VM.
 test-tsan:
 	$(MAKE) -B BUILD=tsan WERROR=1 tests
 	GORO_TEST_SANITIZER=tsan sh tests/run.sh build-tsan/tests
@@ -158,6 +157,7 @@ test-sanitizers:
 	@status=0; \
 	$(MAKE) test-asan || status=1; \
 	$(MAKE) test-ubsan || status=1; \
+	$(MAKE) test-tsan || status=1; \
 	exit $$status
 
 # Every build runs even when an earlier one fails, so one run of the suite

@@ -1,8 +1,9 @@
 #!/bin/sh
 # install-deps.sh MODE: installs the Debian packages that a make target needs.
 #
-#   test   building goro and running its test suite, with the ASan and UBSan
-#          builds (gcc links the sanitizer runtimes libasan8 and libubsan1)
+#   test   building goro and running its test suite, with the ASan, UBSan
+#          and TSan builds (gcc links the sanitizer runtimes libasan8,
+#          libubsan1 and libtsan2)
 #   demo   building goro and the demo
 #   bench  the benchmark suite: Go, Boost.Context, mimalloc, gnuplot and
 #          hyperfine for the comparison runs and their plots
@@ -22,7 +23,7 @@ usage() {
 
 [ $# -eq 1 ] || usage
 case "$1" in
-test) packages="gcc make libc6-dev binutils libasan8 libubsan1 procps" ;;
+test) packages="gcc make libc6-dev binutils libasan8 libubsan1 libtsan2 procps" ;;
 demo) packages="gcc make libc6-dev" ;;
 bench) packages="gcc g++ make libc6-dev binutils python3 golang-go libboost-context-dev gnuplot-nox libmimalloc-dev hyperfine" ;;
 prometheus) packages="gcc make libc6-dev prometheus" ;;
