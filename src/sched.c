@@ -296,20 +296,25 @@ static void reset_spinning(goro__m *m) {
     wakep();
 }
 
+/* Moves g from state from to state to. A shrink cycle may hold g's stack
+ * for a moment (SCANNING) and gives it back within one batch of 64
+ * goroutines, so the spin is short. Any other state is a runtime bug. */
+static void transition(goro__g *g, uint32_t from, uint32_t to, const char *bug) {
+  for (;;) {
+    uint32_t state = from;
+    if (__atomic_compare_exchange_n(&g->state, &state, to, false, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE))
+      return;
+    if (state != GORO__G_SCANNING)
+      goro__throw(bug);
+    goro__cpu_relax();
+  }
+}
+
 void goro__ready(goro__g *g) {
   goro__m *m = goro__getm();
 
-  /* A shrink cycle may hold the stack for a moment (SCANNING); it gives it
-   * back within one batch, so spinning is short. */
-  for (;;) {
-    uint32_t state = GORO__G_WAITING;
-    if (__atomic_compare_exchange_n(&g->state, &state, GORO__G_RUNNABLE, false, __ATOMIC_ACQ_REL,
-                                    __ATOMIC_ACQUIRE))
-      break;
-    if (state != GORO__G_SCANNING)
-      goro__throw("goro__ready: goroutine is not waiting");
-    goro__cpu_relax();
-  }
+  transition(g, GORO__G_WAITING, GORO__G_RUNNABLE, "goro__ready: goroutine is not waiting");
   if (m && m->p)
     runq_put(m->p, g, true);
   else
@@ -647,16 +652,7 @@ static void destroy_g(goro__p *p, goro__g *g) {
 static void execute(goro__m *m, goro__g *g) {
   m->curg = g;
   g->m = m;
-  /* A shrink cycle may hold the queued goroutine's stack for a moment. */
-  for (;;) {
-    uint32_t state = GORO__G_RUNNABLE;
-    if (__atomic_compare_exchange_n(&g->state, &state, GORO__G_RUNNING, false, __ATOMIC_ACQUIRE,
-                                    __ATOMIC_RELAXED))
-      break;
-    if (state != GORO__G_SCANNING)
-      goro__throw("execute: goroutine is not runnable");
-    goro__cpu_relax();
-  }
+  transition(g, GORO__G_RUNNABLE, GORO__G_RUNNING, "execute: goroutine is not runnable");
   m->after = GORO__AFTER_NONE;
   errno = g->saved_errno;
 
