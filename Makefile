@@ -233,7 +233,7 @@ bench-policy:
 	if [ $$status -ne 0 ]; then echo "bench-policy: some targets FAILED (see above)"; fi; \
 	exit $$status
 
-$(BENCH_BIN)/policy/%: bench/policy/%.c bench/policy/policy_bench.h build/libgoro.a
+$(BENCH_BIN)/policy/%: bench/policy/%.c bench/policy/policy_bench.h bench/common.h build/libgoro.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< build/libgoro.a $(LIBS)
 

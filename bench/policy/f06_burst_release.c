@@ -45,30 +45,6 @@ static __attribute__((noinline)) void blocked(void *arg) {
   goro_wg_done(&exited);
 }
 
-/* Returns the AnonHugePages of the mapping that contains addr, in bytes. */
-static long long mapping_huge(uintptr_t addr) {
-  FILE *f = fopen("/proc/self/smaps", "r");
-  char line[512];
-  bool inside = false;
-  long long kb = -1;
-
-  if (!f)
-    return -1;
-  while (fgets(line, sizeof line, f)) {
-    unsigned long long lo, hi;
-    if (sscanf(line, "%llx-%llx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
-      inside = addr >= lo && addr < hi;
-      continue;
-    }
-    if (inside && strncmp(line, "AnonHugePages:", 14) == 0) {
-      kb = strtoll(line + 14, NULL, 10);
-      break;
-    }
-  }
-  fclose(f);
-  return kb < 0 ? -1 : kb * 1024;
-}
-
 typedef struct settings {
   long goroutines;
   int rounds, idle_s;
@@ -105,7 +81,7 @@ static int run_main(void *arg) {
     PB_CHECK(goro_sleep(1000000)); /* the last ones park after their wg_done */
     goro_memstats burst = pb_memstats();
     long long burst_rss = pb_rss(), burst_arena = pb_mapping_rss(arena);
-    long long h = mapping_huge(arena);
+    long long h = pb_mapping_field(arena, "AnonHugePages");
     if (h > huge)
       huge = h;
 
@@ -165,7 +141,7 @@ static int run_main(void *arg) {
     fflush(stdout);
   }
   printf("\n");
-  long long h = mapping_huge(arena);
+  long long h = pb_mapping_field(arena, "AnonHugePages");
   if (h > huge)
     huge = h;
 

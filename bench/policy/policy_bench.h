@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../common.h"
 #include "goro.h"
 
 static int pb_failures;
@@ -108,32 +109,14 @@ static inline void pb_header(const char *title) {
 
 static inline int pb_exit_status(void) { return pb_failures ? 1 : 0; }
 
-/* Returns the field "Name:  N kB" of /proc/self/status in bytes, or -1. */
-static inline long long pb_status_bytes(const char *field) {
-  FILE *f = fopen("/proc/self/status", "r");
-  char line[256];
-  size_t len = strlen(field);
-  long long kb = -1;
+static inline long long pb_rss(void) { return bench_status_bytes("VmRSS"); }
 
-  if (!f)
-    return -1;
-  while (fgets(line, sizeof line, f)) {
-    if (strncmp(line, field, len) == 0 && line[len] == ':') {
-      kb = strtoll(line + len + 1, NULL, 10);
-      break;
-    }
-  }
-  fclose(f);
-  return kb < 0 ? -1 : kb * 1024;
-}
-
-static inline long long pb_rss(void) { return pb_status_bytes("VmRSS"); }
-
-/* Returns the resident bytes of the mapping that contains addr (the stack
- * arena when addr is a goroutine's stack), or -1. */
-static inline long long pb_mapping_rss(uintptr_t addr) {
+/* Returns a "Field:  N kB" line of the /proc/self/smaps entry of the
+ * mapping that contains addr, in bytes, or -1. */
+static inline long long pb_mapping_field(uintptr_t addr, const char *field) {
   FILE *f = fopen("/proc/self/smaps", "r");
   char line[512];
+  size_t len = strlen(field);
   bool inside = false;
   long long kb = -1;
 
@@ -145,14 +128,18 @@ static inline long long pb_mapping_rss(uintptr_t addr) {
       inside = addr >= lo && addr < hi;
       continue;
     }
-    if (inside && strncmp(line, "Rss:", 4) == 0) {
-      kb = strtoll(line + 4, NULL, 10);
+    if (inside && strncmp(line, field, len) == 0 && line[len] == ':') {
+      kb = strtoll(line + len + 1, NULL, 10);
       break;
     }
   }
   fclose(f);
   return kb < 0 ? -1 : kb * 1024;
 }
+
+/* Returns the resident bytes of the mapping that contains addr (the stack
+ * arena when addr is a goroutine's stack), or -1. */
+static inline long long pb_mapping_rss(uintptr_t addr) { return pb_mapping_field(addr, "Rss"); }
 
 /* Returns the address of the calling goroutine's stack top, which lies in
  * the stack arena, for pb_mapping_rss. */
