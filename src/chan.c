@@ -4,7 +4,7 @@
  * A channel is a ring buffer of cap elements plus two FIFO queues of
  * waiting goroutines (senders and receivers), all under one spinlock. A
  * waiting goroutine is represented by a waiter record that lives on its own
- * stack: the goroutine is parked, so the frame that holds the record stays
+ * stack: the goroutine is parked, so the frame that contains the record stays
  * valid until the waker is done with it.
  *
  * Hand-off: a sender that finds a waiting receiver copies the element

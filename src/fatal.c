@@ -113,7 +113,7 @@ static uintptr_t context_sp(void *uctx) {
 
 /* Prints the calling thread's backtrace from the frame whose pc is
  * start_pc (the faulting instruction), or whole if start_pc is 0 or absent:
- * the handler's own frames say nothing about the fault. */
+ * the handler's own frames tell nothing about the fault. */
 static void print_backtrace(uintptr_t start_pc) {
   void *frames[MAX_FRAMES];
   int n = backtrace(frames, MAX_FRAMES);
@@ -134,8 +134,8 @@ static void print_backtrace(uintptr_t start_pc) {
 }
 
 static void report_overflow(uintptr_t addr, void *uctx, const goro__guard_hit *hit) {
-  /* The descriptor sits at the slot top; trust it only if its magic says a
-   * live goroutine owns the slot. */
+  /* The descriptor sits at the slot top; trust it only if its magic marks a
+   * live goroutine in the slot. */
   goro__g *g = (goro__g *)((hit->top - sizeof(goro__g)) & ~(uintptr_t)63);
   int64_t id = g->magic == GORO__G_MAGIC ? g->id : 0;
   report r = {.len = 0};

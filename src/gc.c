@@ -276,7 +276,7 @@ static void scan_word(int cls, uintptr_t region, uintptr_t slot_size, uint64_t c
     return;
 
   /* The suspended stacks cannot change now: read their exact spans, with
-   * one mincore for the whole word when the vector holds it. */
+   * one mincore for the whole word when the vector fits it. */
   uintptr_t pages_per_slot = slot_size / GORO__PAGE_SIZE;
   uintptr_t base = region + word_index * 64 * slot_size;
   bool one_call = 64 * pages_per_slot <= VEC_PAGES &&
@@ -378,7 +378,7 @@ static void run_request(void *arg) {
   if (req->free_os_memory) {
     req->released += (int64_t)goro__stack_drain_caches(goro__allp, goro__nprocs);
     /* Guard markers live in page tables, which the kernel frees only once a
-     * table holds nothing: without this, a million slots would keep about
+     * table is empty: without this, a million slots would keep about
      * 550 MiB of page tables after every stack page is gone. */
     goro__stack_release_guards();
   }

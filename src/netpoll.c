@@ -250,7 +250,7 @@ static int wait_ready(int fd, int dir) {
 
   /* The record may be stale: a plain close() and a new descriptor with the
    * same number leave it "registered" while epoll has dropped the old file.
-   * Re-arming says so (ENOENT); then register afresh, which also makes the
+   * Re-arming then fails with ENOENT; then register afresh, which also makes the
    * new descriptor non-blocking, and let the caller try again. MOD also
    * re-arms the edge, so readiness present now is reported. */
   struct epoll_event ev = {
@@ -399,7 +399,7 @@ int goro_close(int fd) {
     epoll_ctl(np.epfd, EPOLL_CTL_DEL, fd, NULL);
   int rc = close(fd);
   if (pd) {
-    /* Close first, then wake: a goroutine parked on fd sees the new
+    /* Close first, then wake: a goroutine parked on fd finds a new
      * generation and fails with EBADF, even if the number is reused. */
     __atomic_store_n(&pd->registered, 0, __ATOMIC_RELEASE);
     __atomic_add_fetch(&pd->generation, 1, __ATOMIC_RELEASE);

@@ -375,7 +375,7 @@ static void add_timer_after_park(goro__g *g, void *arg) {
     goro__g **grown = realloc(sched.heap, cap * sizeof *grown);
     if (!grown) {
       /* Out of memory for the heap: wake the goroutine at once rather than
-       * lose it; goro_sleep sees it woke early and parks again. */
+       * lose it. goro_sleep finds it woke early and parks again. */
       goro__spin_unlock(&sched.timer_lock);
       goro__ready(g);
       return;
@@ -589,7 +589,7 @@ static goro__g *find_runnable(goro__m *m) {
       goro__spin_unlock(&sched.lock);
       return g;
     }
-    /* Once on the idle list, m->spinning belongs to whoever wakes m, so
+    /* Once on the idle list, m->spinning belongs to the thread that wakes m, so
      * read and clear it first. */
     bool was_spinning = m->spinning;
     m->spinning = false;
@@ -620,7 +620,7 @@ static goro__g *find_runnable(goro__m *m) {
 
 /* ---- Running goroutines ----------------------------------------------- */
 
-/* Frees an exited goroutine's slot. Runs on g0: the slot holds both the
+/* Frees an exited goroutine's slot. Runs on g0: the slot contains both the
  * goroutine's stack and its descriptor, and g0 is on neither. No system
  * call: the slot keeps its pages until it is reused or scavenged. */
 static void destroy_g(goro__p *p, goro__g *g) {
@@ -760,7 +760,7 @@ static int64_t spawn(goro_fn fn, void *arg, size_t max_stack, size_t hint, bool 
     slot.resident_lo = g_addr & ~(GORO__PAGE_SIZE - 1);
   /* A spawn hint is stack for the goroutine's frames, so the descriptor's
    * share of the top page comes on top of it. The adaptive start size is
-   * measured from the slot top (top - sp), so it is a span as it stands. */
+   * measured from the slot top (top - sp), so it is already a span. */
   size_t span = hint ? hint + (slot.top - g_addr) : 0;
   if (GORO__POLICY(adaptive_start)) {
     size_t start = __atomic_load_n(&goro__start_size, __ATOMIC_RELAXED);

@@ -52,7 +52,7 @@ enum goro__gstate {
 
 typedef struct goro__g {
   goro__ctx ctx;             /* saved stack pointer while not running */
-  uint64_t magic;            /* GORO__G_MAGIC while the slot holds a live G */
+  uint64_t magic;            /* GORO__G_MAGIC while the slot contains a live G */
   uint32_t state;            /* enum goro__gstate */
   uint32_t select_done;      /* 0 until one select case claims the wakeup */
   uint32_t scan_from;        /* state to restore when a cycle ends SCANNING */
@@ -112,7 +112,7 @@ static inline goro__hist_cell goro__hist_read(goro__hist_cell *cell) {
 }
 
 /* Per-P counters. A goroutine's histogram entry stays in the counters of the
- * P that spawned it (g->home), wherever it runs later, so each bucket sees
+ * P that spawned it (g->home), wherever it runs later, so each bucket gets
  * its +1 before its -1 and a reader never finds a bucket negative. The other
  * counters go to whichever P does the work and only their sum is meaningful;
  * stack_cache and slots_cached are signed because a slot can be cached by

@@ -6,7 +6,7 @@
  *   goro__stack_fini unmaps the arena. Its guard stays installed
  *   (MADV_DONTNEED leaves guard markers in place) unless
  *   goro__stack_release_guards removed it while the slot was free; the
- *   free-list entry then says so and allocation installs it again.
+ *   free-list entry then records it and allocation installs it again.
  * - A slot on a class free list has no resident stack pages.
  * - A slot in a P's cache or on a class's untrimmed list has resident
  *   pages in [resident_lo, top) as far as goro observed, and may have more
@@ -77,7 +77,7 @@ typedef struct stack_class {
   warm_slot *warm;      /* freed slots trimmed to their known span */
   warm_slot *untrimmed; /* freed slots that may hold pages below their span */
   uint64_t untrimmed_count;
-  uint64_t *visit;      /* bit i: slot i holds a goroutine a cycle should visit */
+  uint64_t *visit;      /* bit i: slot i contains a goroutine a cycle should visit */
   uint64_t warm_count;  /* the warm array has free_cap entries too */
 } stack_class;
 
@@ -387,8 +387,8 @@ int goro__stack_alloc(goro__p *p, int cls, goro__slot *out) {
     slot_from_index(cls, w.index, out);
     out->resident_lo = out->top - span;
     if (!trimmed && w.span_pages > w.keep_pages) {
-      /* A slot the monitor has not trimmed yet holds more than its last
-       * goroutine needed; a new goroutine must not inherit that. */
+      /* A slot the monitor has not trimmed yet may contain more than its
+       * last goroutine needed, and a new goroutine must not inherit that. */
       uintptr_t keep_lo = out->top - (uintptr_t)w.keep_pages * GORO__PAGE_SIZE;
       madvise((void *)out->lo, keep_lo - out->lo, MADV_DONTNEED);
       out->resident_lo = keep_lo;
@@ -403,7 +403,7 @@ int goro__stack_alloc(goro__p *p, int cls, goro__slot *out) {
     }
   }
   uint32_t entry = sc->free[--sc->free_count];
-  /* Crossing the low-water mark asks the monitor to carve the next batch
+  /* Crossing the low-water mark wakes the monitor to carve the next batch
    * now, while this list still has slots. */
   bool low = sc->free_count == batch_slots(sc) / 2;
   goro__spin_unlock(&sc->lock);
@@ -474,7 +474,7 @@ void goro__stack_free(goro__p *p, goro__slot *slot, uintptr_t keep) {
       .keep_pages = (uint32_t)(keep / GORO__PAGE_SIZE),
   };
   goro__spin_lock(&sc->lock);
-  /* free_cap >= carved always holds (see carve_batch), so this is in bounds. */
+  /* free_cap >= carved is kept by carve_batch and precarve, so this is in bounds. */
   warm_push(sc->untrimmed, &sc->untrimmed_count, w);
   goro__spin_unlock(&sc->lock);
   __atomic_fetch_add(&arena.warm_bytes, span, __ATOMIC_RELAXED);

@@ -44,7 +44,7 @@ static void flush_locked(void) {
   while (off < tr.len) {
     ssize_t n = write(tr.fd, tr.buf + off, tr.len - off);
     if (n <= 0) {
-      /* A full disk or a bad file: say so once and stop tracing, rather
+      /* A full disk or a bad file: report it once and stop tracing, rather
        * than lose events silently. */
       static const char msg[] = "goro: GOROTRACE: write failed; tracing stopped\n";
       if (goro__tracing && write(STDERR_FILENO, msg, sizeof msg - 1) < 0)

@@ -838,7 +838,8 @@ static void sel_consume(void *arg) {
     int chosen = goro_select(cases, 3, false);
     if (chosen == 2)
       break;
-    CHECK(v >= 0 && v < SELECT_PRODUCERS * sel_per_producer);
+    CHECK(v >= 0);
+    CHECK(v < SELECT_PRODUCERS * sel_per_producer);
     if (__atomic_fetch_add(&sel_seen[v], 1, __ATOMIC_RELAXED) != 0)
       FAIL("value %ld received twice (case %d)", v, chosen);
   }
